@@ -1,0 +1,3 @@
+from faceanon.cli import app
+
+app(prog_name="faceanon")

@@ -1,0 +1,128 @@
+"""Similarity-transform alignment of faces from their 5 landmarks onto named templates.
+
+Every network sees faces through one of these templates, so the template a model was trained
+with is part of that model: generator crops use ``faceanon``, recognizers their own.
+Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, right mouth corner
+(left/right as seen in the image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["Template", "TEMPLATES", "template_points", "similarity_transform", "invert_affine",
+           "align", "transform_points"]
+
+
+@dataclass(frozen=True)
+class Template:
+    """Where the 5 landmarks land in a crop of ``width`` x ``height`` pixels."""
+
+    name: str
+    width: int
+    height: int
+    points: tuple[tuple[float, float], ...]
+
+    def scaled(self, width: int, height: int | None = None) -> np.ndarray:
+        """The template's points for a crop of another size (aspect kept unless height given)."""
+        height = height if height is not None else round(width * self.height / self.width)
+        pts = np.asarray(self.points, dtype=np.float64)
+        return pts * np.array([width / self.width, height / self.height])
+
+
+_ARCFACE = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
+            (41.5493, 92.3655), (70.7299, 92.2041))
+
+
+def _loose(points: tuple[tuple[float, float], ...], size: float, scale: float,
+           centre: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    """Shrink a tight template about the face's centre so the crop keeps hair, chin and ears."""
+    pts = np.asarray(points) / size
+    mid = pts.mean(axis=0)
+    out = (pts - mid) * scale + np.asarray(centre)
+    return tuple((float(x), float(y)) for x, y in out)
+
+
+TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in (
+        # The generator's crop: the face at about 0.7 of ArcFace's scale, centred a little low,
+        # so that forehead, hair line and chin are inside and the paste-back mask fits.
+        Template("faceanon", 1, 1, _loose(_ARCFACE, 112.0, 0.70, (0.5, 0.56))),
+        Template("arcface", 112, 112, _ARCFACE),
+        # SphereFace / MobileFaceNet (112 high x 96 wide), from the evaluator's publisher.
+        Template("sphereface", 96, 112, ((30.2946, 51.6963), (65.5318, 51.5014), (48.0252, 71.7366),
+                                         (33.5493, 92.3655), (62.7299, 92.2041))),
+    )
+}
+
+
+def template_points(name: str, width: int, height: int | None = None) -> np.ndarray:
+    """The (5, 2) landmark targets of template ``name`` for a ``width`` x ``height`` crop."""
+    try:
+        tpl = TEMPLATES[name]
+    except KeyError:
+        raise ValueError(f"unknown alignment template {name!r}; known: {sorted(TEMPLATES)}") from None
+    return tpl.scaled(width, height)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares rotation + uniform scale + translation taking ``src`` onto ``dst`` (Umeyama).
+
+    Returns the 2x3 matrix M with dst ≈ M @ [x, y, 1].
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)
+    u, sig, vt = np.linalg.svd(cov)
+    sign = np.eye(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[1, 1] = -1
+    rot = u @ sign @ vt
+    var_s = (s ** 2).sum() / len(src)
+    scale = float(np.trace(np.diag(sig) @ sign) / var_s) if var_s > 0 else 1.0
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = mu_d - scale * rot @ mu_s
+    return m
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine matrix (crop → image coordinates)."""
+    full = np.vstack([np.asarray(m, dtype=np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply a 2x3 matrix to (..., 2) points."""
+    pts = np.asarray(pts, dtype=np.float64)
+    return pts @ np.asarray(m)[:, :2].T + np.asarray(m)[:, 2]
+
+
+def align(image: np.ndarray, landmarks: np.ndarray, template: str = "faceanon", width: int = 128,
+          height: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Warp every face of ``image`` (H, W, C uint8) onto ``template``.
+
+    ``landmarks`` is (N, 5, 2) in image pixels. Returns crops (N, h, w, C) and the image→crop
+    matrices (N, 2, 3); pixels outside the image are filled by reflection so that border faces
+    carry no black wedges into the networks.
+    """
+    lms = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    dst = template_points(template, width, height)
+    dst_h = height if height is not None else round(width * TEMPLATES[template].height
+                                                          / TEMPLATES[template].width)
+    crops, mats = [], []
+    for pts in lms:
+        m = similarity_transform(pts, dst)
+        crops.append(cv2.warpAffine(image, m, (width, dst_h), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT_101))
+        mats.append(m)
+    channels = image.shape[2:] if image.ndim == 3 else ()
+    empty = np.zeros((0, dst_h, width, *channels), dtype=image.dtype)
+    return (np.stack(crops) if crops else empty), np.asarray(mats).reshape(-1, 2, 3)
+

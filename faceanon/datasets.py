@@ -1,0 +1,501 @@
+"""Dataset I/O for every command: folders and faceanon HDF5 archives in, the same layout out.
+
+A job reads entries from a ``Source``, turns each into output bytes (or a skip / failure) and
+writes them to a ``Sink``; a manifest line records every entry. Outputs are atomic and a
+re-run of a killed job resumes: finished entries (by manifest) are not redone.
+
+HDF5 archive schema (``format_version`` 1), written and read only here:
+
+- root attrs ``faceanon_format = "images"``, ``format_version = 1``, ``created_by``;
+- ``names``: variable-length bytes, the relative POSIX path of each image as the file system
+  spells it (``os.fsencode``), so non-UTF-8 names survive;
+- ``images``: variable-length uint8, each image's encoded file bytes exactly as read;
+- ``labels`` (optional): variable-length UTF-8 strings, an identity label per image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import h5py
+import numpy as np
+
+from faceanon import __version__
+from faceanon.errors import FaceanonError
+from faceanon.fsutil import TEMP_NAME, atomic_write_bytes, atomic_write_text, is_within
+from faceanon.images import decode, is_image_name
+
+ARCHIVE_FORMAT = "images"
+ARCHIVE_VERSION = 1
+ARCHIVE_SUFFIXES = (".h5", ".hdf5")
+
+# Manifest statuses. ``failed`` entries are retried on resume; the others are final.
+OK, NO_FACE, SKIPPED, FAILED = "ok", "no_face", "skipped", "failed"
+
+
+def is_archive(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in ARCHIVE_SUFFIXES
+
+
+# ---------------------------------------------------------------------------------- sources
+
+@dataclass
+class Entry:
+    """One input: its relative path and a way to get its bytes (lazily, so big sets stream)."""
+
+    relpath: str
+    _read: Callable[[], bytes] = field(repr=False)
+    label: str | None = None
+    skip_reason: str | None = None  # set for inputs that are not images (recorded, not read)
+
+    def read_bytes(self) -> bytes:
+        return self._read()
+
+    def load(self) -> np.ndarray:
+        """Decoded (H, W, 3) uint8 RGB; raises FaceanonError naming the entry."""
+        return decode(self.read_bytes(), self.relpath)
+
+
+class Source(Protocol):
+    path: Path
+
+    def entries(self) -> Iterator[Entry]: ...
+
+    def __len__(self) -> int: ...
+
+
+class FolderSource:
+    """Images below a folder, recursively, in a deterministic (byte-wise path) order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._items: list[tuple[str, str | None]] | None = None
+
+    def _scan(self) -> list[tuple[str, str | None]]:
+        if self._items is None:
+            items: list[tuple[str, str | None]] = []
+            for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
+                rel_dir = os.path.relpath(dirpath, self.path)
+                for name in dirnames:
+                    if os.path.islink(os.path.join(dirpath, name)):
+                        items.append((_join(rel_dir, name), "symbolic link to a folder, not followed"))
+                for name in filenames:
+                    items.append((_join(rel_dir, name), _skip_reason(Path(dirpath) / name)))
+            items.sort(key=lambda item: os.fsencode(item[0]))
+            self._items = items
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._scan())
+
+    def entries(self) -> Iterator[Entry]:
+        for rel, reason in self._scan():
+            full = self.path / rel
+            parent = Path(rel).parent.name or None
+            yield Entry(rel, lambda full=full: _read_regular(full), parent, reason)
+
+
+class ArchiveSource:
+    """Images inside a faceanon HDF5 archive, in stored order."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._h5 = h5py.File(path, "r")
+        except OSError:
+            raise FaceanonError("not a readable HDF5 file", path) from None
+        if self._h5.attrs.get("faceanon_format") != ARCHIVE_FORMAT:
+            raise FaceanonError("not a faceanon image archive (missing faceanon_format)", path)
+        version = int(self._h5.attrs.get("format_version", -1))
+        if version > ARCHIVE_VERSION:
+            raise FaceanonError(f"archive format version {version} is newer than this faceanon",
+                                path)
+        self._names = [os.fsdecode(bytes(n)) for n in self._h5["names"][:]]
+        labels = self._h5.get("labels")
+        self._labels = [_text(s) for s in labels[:]] if labels is not None else None
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def entries(self) -> Iterator[Entry]:
+        images = self._h5["images"]
+        for i, rel in enumerate(self._names):
+            label = self._labels[i] if self._labels is not None else None
+            reason = None if is_image_name(rel) else "not an image file type"
+            yield Entry(rel, lambda i=i: images[i].tobytes(), label, reason)
+
+
+def open_input(path: str | Path) -> Source:
+    """A folder or a faceanon archive, checked to exist."""
+    path = Path(path)
+    if not path.exists():
+        raise FaceanonError("input not found", path)
+    if path.is_dir():
+        return FolderSource(path)
+    if is_archive(path):
+        return ArchiveSource(path)
+    raise FaceanonError("input must be a folder or a faceanon .h5 archive", path)
+
+
+def _join(rel_dir: str, name: str) -> str:
+    return name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+
+
+def _skip_reason(path: Path) -> str | None:
+    if not is_image_name(path.name):
+        return "not an image file type"
+    return None
+
+
+def _read_regular(path: Path) -> bytes:
+    try:
+        st = os.stat(path)  # follows links; a loop or a dangling link fails here
+        if not stat.S_ISREG(st.st_mode):
+            raise FaceanonError("not a regular file", path)
+        return path.read_bytes()
+    except OSError as e:
+        raise FaceanonError(f"cannot read: {e.strerror or e}", path) from None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+# ------------------------------------------------------------------------------------ sinks
+
+class Sink(Protocol):
+    def write(self, relpath: str, data: bytes, label: str | None) -> str: ...
+
+    def finish(self) -> None: ...
+
+
+class FolderSink:
+    """Each output file written atomically under ``root`` at the input's relative path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(root)
+
+    def write(self, relpath: str, data: bytes, label: str | None) -> str:
+        atomic_write_bytes(self.root / relpath, data)
+        return relpath
+
+    def finish(self) -> None:
+        pass
+
+
+def remove_stale_temporaries(root: Path) -> None:
+    """Delete the temporary files that a killed ``atomic_write_bytes`` left behind."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            if TEMP_NAME.match(name):
+                os.unlink(os.path.join(dirpath, name))
+
+
+_RECORD = struct.Struct(">IIQ")  # name length, label length (0xFFFFFFFF = none), data length
+
+
+class ArchiveSink:
+    """Builds an archive crash-safely: records go to an append-only staging log, and the HDF5
+    file is written from it in one go at the end and renamed into place.
+
+    HDF5 itself is not safe against a kill mid-write; the log is (a torn last record is cut off
+    on resume), so a killed job leaves either no archive or a complete one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.staging = path.with_name(path.name + ".staging")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._truncate_torn_tail()
+        self._log = open(self.staging, "ab")
+
+    def write(self, relpath: str, data: bytes, label: str | None) -> str:
+        name = os.fsencode(relpath)
+        lab = b"" if label is None else label.encode("utf-8")
+        head = _RECORD.pack(len(name), 0xFFFFFFFF if label is None else len(lab), len(data))
+        body = head + name + lab + data
+        self._log.write(body + hashlib.sha256(body).digest())
+        self._log.flush()
+        return relpath
+
+    def _records(self) -> Iterator[tuple[int, bytes, str | None, int, int]]:
+        """(end offset, name, label, data offset, data length) of each intact record."""
+        with open(self.staging, "rb") as f:
+            offset = 0
+            while True:
+                head = f.read(_RECORD.size)
+                if len(head) < _RECORD.size:
+                    return
+                n_name, n_label, n_data = _RECORD.unpack(head)
+                n_label_bytes = 0 if n_label == 0xFFFFFFFF else n_label
+                rest = f.read(n_name + n_label_bytes + n_data + 32)
+                body, digest = head + rest[:-32], rest[-32:]
+                if len(rest) < n_name + n_label_bytes + n_data + 32 \
+                        or hashlib.sha256(body).digest() != digest:
+                    return
+                label = None if n_label == 0xFFFFFFFF else \
+                    rest[n_name:n_name + n_label_bytes].decode("utf-8")
+                data_offset = offset + _RECORD.size + n_name + n_label_bytes
+                offset += len(body) + 32
+                yield offset, rest[:n_name], label, data_offset, n_data
+
+    def _truncate_torn_tail(self) -> None:
+        if not self.staging.exists():
+            return
+        end = 0
+        for end, *_ in self._records():
+            pass
+        with open(self.staging, "r+b") as f:
+            f.truncate(end)
+
+    def finish(self) -> None:
+        """Write the archive from the log (last record per name wins) and rename it in place."""
+        self._log.close()
+        latest = {name: (label, start, size) for _, name, label, start, size in self._records()}
+        names = sorted(latest)
+        labels = [latest[n][0] for n in names]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with h5py.File(tmp, "w") as h5, open(self.staging, "rb") as log:
+            write_archive_header(h5)
+            vlen = h5py.vlen_dtype(np.uint8)
+            names_ds = h5.create_dataset("names", (len(names),), dtype=vlen)
+            images = h5.create_dataset("images", (len(names),), dtype=vlen)
+            for i, n in enumerate(names):
+                _, start, size = latest[n]
+                log.seek(start)
+                names_ds[i] = np.frombuffer(n, dtype=np.uint8)
+                images[i] = np.frombuffer(log.read(size), dtype=np.uint8)
+            if names and all(lab is not None for lab in labels):
+                h5.create_dataset("labels", data=labels, dtype=h5py.string_dtype("utf-8"))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        self.staging.unlink()
+
+
+def write_archive_header(h5: h5py.File) -> None:
+    """The root attributes that mark a faceanon archive (shared with the aligned-crop writer)."""
+    h5.attrs["faceanon_format"] = ARCHIVE_FORMAT
+    h5.attrs["format_version"] = ARCHIVE_VERSION
+    h5.attrs["created_by"] = f"faceanon {__version__}"
+
+
+# --------------------------------------------------------------------------------- manifest
+
+@dataclass
+class Result:
+    """What a job's step made of one entry."""
+
+    status: str
+    data: bytes | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Manifest:
+    """``manifest.jsonl``: one line per input, appended as work finishes, compacted at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for raw in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
+                try:
+                    rec = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue  # a line torn by a kill; its entry is simply redone
+                self.lines[rec["path"]] = rec
+        self.compact()
+        self._fh = open(path, "a", encoding="utf-8")
+
+    def done(self, relpath: str) -> bool:
+        rec = self.lines.get(relpath)
+        return rec is not None and rec["status"] != FAILED
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.lines[rec["path"]] = rec
+        self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        self._fh.flush()
+
+    def compact(self) -> None:
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.lines.values())
+        atomic_write_text(self.path, text)
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+            self.compact()
+
+    def counts(self) -> dict[str, int]:
+        counts = {OK: 0, NO_FACE: 0, SKIPPED: 0, FAILED: 0}
+        for rec in self.lines.values():
+            counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+        return counts
+
+
+# -------------------------------------------------------------------------------------- jobs
+
+@dataclass
+class Job:
+    """A resumable conversion of a source into an output folder or archive.
+
+    ``settings`` are what make outputs what they are (method, key fingerprint, model ids): a
+    resume with other settings is refused instead of mixing two runs in one output.
+    """
+
+    command: str
+    source: Source
+    out: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.out / "manifest.jsonl" if not is_archive(self.out) else \
+            self.out.with_name(self.out.name + ".manifest.jsonl")
+
+    @property
+    def run_path(self) -> Path:
+        return self.out / "run.json" if not is_archive(self.out) else \
+            self.out.with_name(self.out.name + ".run.json")
+
+    def check_paths(self) -> None:
+        src = self.source.path
+        if self.out.exists() and is_archive(self.out):
+            raise FaceanonError("output archive already exists; remove it or choose another",
+                                self.out)
+        if src.is_dir() and is_within(self.out, src):
+            raise FaceanonError(f"output must not be the input folder or inside it ({src})",
+                                self.out)
+        if not src.is_dir() and self.out.resolve() == src.resolve():
+            raise FaceanonError("output must not be the input archive", self.out)
+
+    def _previous_settings(self) -> dict[str, Any] | None:
+        if not self.run_path.exists():
+            return None
+        try:
+            return json.loads(self.run_path.read_text()).get("settings")
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def run(self, step: Callable[[Entry], Result],
+            progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        """Process every unfinished entry; returns the manifest's status counts."""
+        self.check_paths()
+        if not is_archive(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+        prev = self._previous_settings()
+        if prev is not None and prev != self.settings:
+            raise FaceanonError("output was started with other settings "
+                                f"({_diff(prev, self.settings)}); use another --out", self.out)
+        started = time.time()
+        self._write_run(started, None)
+        sink: Sink = ArchiveSink(self.out) if is_archive(self.out) else FolderSink(self.out)
+        manifest = Manifest(self.manifest_path)
+        total = len(self.source)
+        try:
+            for i, entry in enumerate(self.source.entries()):
+                if not manifest.done(entry.relpath):
+                    manifest.add(self._process(entry, step, sink))
+                if progress:
+                    progress(i + 1, total)
+            sink.finish()
+        finally:
+            manifest.close()
+        counts = manifest.counts()
+        self._write_run(started, counts)
+        return counts
+
+    def _process(self, entry: Entry, step: Callable[[Entry], Result], sink: Sink) -> dict:
+        t0 = time.perf_counter()
+        rec: dict[str, Any] = {"path": entry.relpath}
+        if entry.skip_reason:
+            rec.update(status=SKIPPED, reason=entry.skip_reason)
+            return rec
+        try:
+            data = entry.read_bytes()
+            rec["input_sha256"] = hashlib.sha256(data).hexdigest()
+            entry = Entry(entry.relpath, lambda: data, entry.label)
+            result = step(entry)
+            if result.data is not None:
+                rec["output"] = sink.write(entry.relpath, result.data, entry.label)
+        except FaceanonError as e:
+            result = Result(FAILED, reason=e.reason)
+        except (ValueError, RuntimeError, OSError) as e:  # a bug or an odd file must not stop a run
+            result = Result(FAILED, reason=f"{type(e).__name__}: {e}"[:200])
+        rec["status"] = result.status
+        if result.reason:
+            rec["reason"] = result.reason
+        rec.update(result.extra)
+        rec["seconds"] = round(time.perf_counter() - t0, 4)
+        return rec
+
+    def _write_run(self, started: float, counts: dict[str, int] | None) -> None:
+        info = {
+            "command": self.command,
+            "faceanon_version": __version__,
+            "input": str(self.source.path),
+            "output": str(self.out),
+            "settings": self.settings,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "finished": None if counts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                  time.gmtime()),
+            "counts": counts,
+            "versions": _versions(),
+        }
+        atomic_write_text(self.run_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys)
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    from PIL import __version__ as pil
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "pillow": pil,
+            "h5py": h5py.__version__}
+
+
+# ----------------------------------------------------------------------------- pack/unpack
+
+def copy_step(entry: Entry) -> Result:
+    """Pass an image's bytes through unchanged after checking that it decodes."""
+    data = entry.read_bytes()
+    decode(data, entry.relpath)
+    return Result(OK, data=data)
+
+
+def pack(folder: str | Path, archive: str | Path,
+         progress: Callable[[int, int], None] | None = None) -> tuple[Job, dict[str, int]]:
+    """Folder → archive, byte-identical images; non-images and undecodable files stay out."""
+    source = open_input(folder)
+    if not isinstance(source, FolderSource):
+        raise FaceanonError("pack reads a folder", folder)
+    archive = Path(archive)
+    if not is_archive(archive):
+        raise FaceanonError("archive name must end in .h5 or .hdf5", archive)
+    job = Job("pack", source, archive)
+    return job, job.run(copy_step, progress)
+
+
+def unpack(archive: str | Path, folder: str | Path,
+           progress: Callable[[int, int], None] | None = None) -> tuple[Job, dict[str, int]]:
+    """Archive → folder, byte-identical files at their stored relative paths."""
+    source = open_input(archive)
+    if not isinstance(source, ArchiveSource):
+        raise FaceanonError("unpack reads a faceanon .h5 archive", archive)
+    job = Job("unpack", source, Path(folder))
+    return job, job.run(copy_step, progress)

@@ -1,0 +1,136 @@
+"""MTCNN's three cascaded networks (Zhang et al., 2016): PNet proposes, RNet refines, ONet outputs.
+
+The pretrained weights ship with the ``mtcnn`` PyPI package as Keras-layout arrays (conv kernels
+HWIO, PReLU alphas, dense kernels in→out); :func:`load_pretrained` converts them at load time, so
+TensorFlow is never imported. Inputs are RGB, NCHW, scaled as (x - 127.5) / 128.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from faceanon.errors import FaceanonError
+
+__all__ = ["PNet", "RNet", "ONet", "load_pretrained", "weights_dir"]
+
+
+def _conv(cin: int, cout: int, k: int) -> tuple[nn.Conv2d, nn.PReLU]:
+    return nn.Conv2d(cin, cout, k), nn.PReLU(cout)
+
+
+def _keras_flatten(x: torch.Tensor) -> torch.Tensor:
+    """Flatten NCHW in the (W, H, C) order the dense layers were trained with (Keras Permute(2,1,3))."""
+    return x.permute(0, 3, 2, 1).flatten(1)
+
+
+class PNet(nn.Module):
+    """Proposal network: fully convolutional, one 12x12 window every 2 pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = _conv(3, 10, 3)
+        self.conv2, self.prelu2 = _conv(10, 16, 3)
+        self.conv3, self.prelu3 = _conv(16, 32, 3)
+        self.conv4_1 = nn.Conv2d(32, 4, 1)  # box regression
+        self.conv4_2 = nn.Conv2d(32, 2, 1)  # face / not face
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, H, W) → box offsets (N, 4, h, w) and face probability (N, h, w)."""
+        x = self.prelu1(self.conv1(x))
+        x = F.max_pool2d(x, 2, 2, ceil_mode=True)  # Keras "same" pooling = ceil mode here
+        x = self.prelu2(self.conv2(x))
+        x = self.prelu3(self.conv3(x))
+        return self.conv4_1(x), torch.softmax(self.conv4_2(x), dim=1)[:, 1]
+
+
+class RNet(nn.Module):
+    """Refinement network on 24x24 crops of PNet's proposals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = _conv(3, 28, 3)
+        self.conv2, self.prelu2 = _conv(28, 48, 3)
+        self.conv3, self.prelu3 = _conv(48, 64, 2)
+        self.fc4, self.prelu4 = nn.Linear(576, 128), nn.PReLU(128)
+        self.fc5_1 = nn.Linear(128, 4)
+        self.fc5_2 = nn.Linear(128, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 3, 24, 24) → box offsets (N, 4) and face probability (N,)."""
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2)
+        x = self.prelu4(self.fc4(_keras_flatten(self.prelu3(self.conv3(x)))))
+        return self.fc5_1(x), torch.softmax(self.fc5_2(x), dim=1)[:, 1]
+
+
+class ONet(nn.Module):
+    """Output network on 48x48 crops: final box, score and the 5 landmarks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.prelu1 = _conv(3, 32, 3)
+        self.conv2, self.prelu2 = _conv(32, 64, 3)
+        self.conv3, self.prelu3 = _conv(64, 64, 3)
+        self.conv4, self.prelu4 = _conv(64, 128, 2)
+        self.fc5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
+        self.fc6_1 = nn.Linear(256, 4)   # box regression
+        self.fc6_2 = nn.Linear(256, 10)  # landmarks: 5 x then 5 y, relative to the box
+        self.fc6_3 = nn.Linear(256, 2)   # face / not face
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, 3, 48, 48) → box offsets (N, 4), landmarks (N, 10) and face probability (N,)."""
+        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
+        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2)
+        x = F.max_pool2d(self.prelu3(self.conv3(x)), 2, 2, ceil_mode=True)
+        x = self.prelu5(self.fc5(_keras_flatten(self.prelu4(self.conv4(x)))))
+        return self.fc6_1(x), self.fc6_2(x), torch.softmax(self.fc6_3(x), dim=1)[:, 1]
+
+
+def weights_dir() -> Path:
+    """The ``mtcnn`` package's weight folder, found without importing the package (it needs TF)."""
+    spec = importlib.util.find_spec("mtcnn")
+    if spec is None or not spec.submodule_search_locations:
+        raise FaceanonError("the 'mtcnn' package (MTCNN weights) is not installed; pip install mtcnn")
+    return Path(list(spec.submodule_search_locations)[0]) / "assets" / "weights"
+
+
+def _keras_to_state_dict(net: nn.Module, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Map the Keras weight list (in layer order) onto ``net``'s parameters (in the same order)."""
+    names = [n for n, _ in net.named_parameters()]
+    if len(names) != len(arrays):
+        raise FaceanonError(f"MTCNN weights have {len(arrays)} arrays, {type(net).__name__} "
+                            f"needs {len(names)}")
+    state: dict[str, torch.Tensor] = {}
+    for name, arr in zip(names, arrays):
+        a = np.asarray(arr, dtype=np.float32)
+        if a.ndim == 4:        # conv kernel HWIO → OIHW
+            a = a.transpose(3, 2, 0, 1)
+        elif a.ndim == 3:      # PReLU alpha shared over H, W: (1, 1, C) → (C,)
+            a = a.reshape(-1)
+        elif a.ndim == 2:      # dense kernel (in, out) → (out, in)
+            a = a.T
+        state[name] = torch.from_numpy(np.ascontiguousarray(a))
+    return state
+
+
+def load_pretrained(folder: Path | None = None) -> tuple[PNet, RNet, ONet]:
+    """The three nets with the ``mtcnn`` package's pretrained weights, in eval mode."""
+    import joblib  # the weights are joblib + lz4 pickles of numpy arrays
+
+    folder = weights_dir() if folder is None else folder
+    nets = (PNet(), RNet(), ONet())
+    for net, stem in zip(nets, ("pnet", "rnet", "onet")):
+        path = folder / f"{stem}.lz4"
+        try:
+            arrays = joblib.load(path)
+        except (OSError, ValueError, EOFError) as e:
+            raise FaceanonError(f"cannot read MTCNN weights ({e})", path) from None
+        net.load_state_dict(_keras_to_state_dict(net, arrays))
+        net.eval()
+    return nets

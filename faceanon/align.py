@@ -56,6 +56,10 @@ TEMPLATES: dict[str, Template] = {
         # SphereFace / MobileFaceNet (112 high x 96 wide), from the evaluator's publisher.
         Template("sphereface", 96, 112, ((30.2946, 51.6963), (65.5318, 51.5014), (48.0252, 71.7366),
                                          (33.5493, 92.3655), (62.7299, 92.2041))),
+        # dlib's 150x150 recognizer chip (get_face_chip, padding 0.25): mean positions of the
+        # 5 points on 299 LFW faces, from benchmarks/identity_dlib_template.py.
+        Template("dlib", 150, 150, ((47.3793, 46.2229), (99.8048, 46.1870), (73.1809, 75.0036),
+                                    (49.9117, 103.9348), (97.6486, 104.0139))),
     )
 }
 
@@ -126,3 +130,32 @@ def align(image: np.ndarray, landmarks: np.ndarray, template: str = "faceanon", 
     empty = np.zeros((0, dst_h, width, *channels), dtype=image.dtype)
     return (np.stack(crops) if crops else empty), np.asarray(mats).reshape(-1, 2, 3)
 
+
+
+def template_transform(src: str, src_width: int, dst: str, dst_width: int) -> np.ndarray:
+    """The 2x3 matrix taking a crop on template ``src`` to one on template ``dst``.
+
+    Lets a network fed one template (the generator's crops) feed another (a recognizer's chip)
+    without going back to the photo.
+    """
+    return similarity_transform(template_points(src, src_width), template_points(dst, dst_width))
+
+
+def warp_tensor(images: "torch.Tensor", matrix: np.ndarray, width: int,
+                height: int | None = None) -> "torch.Tensor":
+    """Differentiable ``cv2.warpAffine`` for a batch (N, C, H, W) under one 2x3 pixel matrix."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h_in, w_in = images.shape
+    height = height or width
+    inv = invert_affine(matrix)  # output pixel → input pixel
+    # Normalised coordinates (align_corners=False): u = (2x + 1) / size - 1.
+    to_pix_out = np.array([[width / 2, 0, (width - 1) / 2], [0, height / 2, (height - 1) / 2],
+                           [0, 0, 1]])
+    to_norm_in = np.array([[2 / w_in, 0, 1 / w_in - 1], [0, 2 / h_in, 1 / h_in - 1], [0, 0, 1]])
+    theta = (to_norm_in @ np.vstack([inv, [0, 0, 1]]) @ to_pix_out)[:2]
+    theta_t = torch.as_tensor(theta, dtype=images.dtype, device=images.device).expand(n, 2, 3)
+    grid = F.affine_grid(theta_t, [n, images.shape[1], height, width], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)

@@ -186,7 +186,11 @@ class FolderSink:
         remove_stale_temporaries(root)
 
     def write(self, relpath: str, data: bytes, label: str | None) -> str:
-        atomic_write_bytes(self.root / relpath, data)
+        target = self.root / relpath
+        if Path(relpath).is_absolute() or ".." in Path(relpath).parts \
+                or not is_within(target, self.root):
+            raise FaceanonError("entry path leaves the output folder", relpath)
+        atomic_write_bytes(target, data)
         return relpath
 
     def finish(self) -> None:
@@ -389,7 +393,16 @@ class Job:
 
     def run(self, step: Callable[[Entry], Result],
             progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
-        """Process every unfinished entry; returns the manifest's status counts."""
+        """Process every unfinished entry one by one; returns the manifest's status counts."""
+        return self.run_batches(lambda batch: [step(batch[0])], 1, progress)
+
+    def run_batches(self, step: Callable[[list[Entry]], list[Result]], batch_size: int,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+        """Like ``run``, handing ``step`` up to ``batch_size`` readable entries at a time.
+
+        An exception from a batch is narrowed down by re-running its entries one by one, so
+        one odd file fails alone and the run goes on.
+        """
         self.check_paths()
         if not is_archive(self.out):
             self.out.mkdir(parents=True, exist_ok=True)
@@ -401,13 +414,38 @@ class Job:
         self._write_run(started, None)
         sink: Sink = ArchiveSink(self.out) if is_archive(self.out) else FolderSink(self.out)
         manifest = Manifest(self.manifest_path)
-        total = len(self.source)
+        total, seen = len(self.source), 0
+        pending: list[tuple[Entry, dict[str, Any]]] = []
+
+        def flush() -> None:
+            nonlocal seen
+            if not pending:
+                return
+            t0 = time.perf_counter()
+            results = _isolated(step, [entry for entry, _ in pending])
+            seconds = round((time.perf_counter() - t0) / len(pending), 4)
+            for (entry, rec), result in zip(pending, results):
+                manifest.add(_record(rec, result, sink, entry, seconds))
+            seen += len(pending)
+            pending.clear()
+            if progress:
+                progress(seen, total)
+
         try:
-            for i, entry in enumerate(self.source.entries()):
-                if not manifest.done(entry.relpath):
-                    manifest.add(self._process(entry, step, sink))
-                if progress:
-                    progress(i + 1, total)
+            for entry in self.source.entries():
+                rec = self._read(entry) if not manifest.done(entry.relpath) else None
+                if rec is None or "status" in rec:
+                    if rec is not None:
+                        manifest.add(rec)
+                    seen += 1
+                    if progress and not pending:
+                        progress(seen, total)
+                    continue
+                data = rec.pop("_data")
+                pending.append((Entry(entry.relpath, lambda data=data: data, entry.label), rec))
+                if len(pending) >= batch_size:
+                    flush()
+            flush()
             sink.finish()
         finally:
             manifest.close()
@@ -415,29 +453,18 @@ class Job:
         self._write_run(started, counts)
         return counts
 
-    def _process(self, entry: Entry, step: Callable[[Entry], Result], sink: Sink) -> dict:
-        t0 = time.perf_counter()
+    @staticmethod
+    def _read(entry: Entry) -> dict[str, Any]:
+        """The entry's manifest record so far: final already (skipped, unreadable) or with its
+        bytes under ``_data`` for the step."""
         rec: dict[str, Any] = {"path": entry.relpath}
         if entry.skip_reason:
-            rec.update(status=SKIPPED, reason=entry.skip_reason)
-            return rec
+            return {**rec, "status": SKIPPED, "reason": entry.skip_reason}
         try:
             data = entry.read_bytes()
-            rec["input_sha256"] = hashlib.sha256(data).hexdigest()
-            entry = Entry(entry.relpath, lambda: data, entry.label)
-            result = step(entry)
-            if result.data is not None:
-                rec["output"] = sink.write(entry.relpath, result.data, entry.label)
         except FaceanonError as e:
-            result = Result(FAILED, reason=e.reason)
-        except (ValueError, RuntimeError, OSError) as e:  # a bug or an odd file must not stop a run
-            result = Result(FAILED, reason=f"{type(e).__name__}: {e}"[:200])
-        rec["status"] = result.status
-        if result.reason:
-            rec["reason"] = result.reason
-        rec.update(result.extra)
-        rec["seconds"] = round(time.perf_counter() - t0, 4)
-        return rec
+            return {**rec, "status": FAILED, "reason": e.reason}
+        return {**rec, "input_sha256": hashlib.sha256(data).hexdigest(), "_data": data}
 
     def _write_run(self, started: float, counts: dict[str, int] | None) -> None:
         info = {
@@ -453,6 +480,38 @@ class Job:
             "versions": _versions(),
         }
         atomic_write_text(self.run_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def _isolated(step: Callable[[list[Entry]], list[Result]], batch: list[Entry]) -> list[Result]:
+    """Run a batch; on an error, run its entries alone so only the culprit fails."""
+    try:
+        results = step(batch)
+        if len(results) != len(batch):
+            raise RuntimeError(f"step returned {len(results)} results for {len(batch)} entries")
+        return results
+    except (FaceanonError, ValueError, RuntimeError, OSError) as e:
+        if len(batch) == 1:
+            reason = e.reason if isinstance(e, FaceanonError) else f"{type(e).__name__}: {e}"
+            return [Result(FAILED, reason=reason[:200])]
+        return [r for entry in batch for r in _isolated(step, [entry])]
+
+
+def _record(rec: dict[str, Any], result: Result, sink: Sink, entry: Entry,
+            seconds: float) -> dict[str, Any]:
+    rec = dict(rec)
+    if result.data is not None:
+        try:
+            rec["output"] = sink.write(entry.relpath, result.data, entry.label)
+        except OSError as e:
+            result = Result(FAILED, reason=f"cannot write output: {e.strerror or e}")
+        except FaceanonError as e:
+            result = Result(FAILED, reason=e.reason)
+    rec["status"] = result.status
+    if result.reason:
+        rec["reason"] = result.reason
+    rec.update(result.extra)
+    rec["seconds"] = seconds
+    return rec
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:

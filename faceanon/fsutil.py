@@ -35,3 +35,14 @@ def is_within(child: Path, parent: Path) -> bool:
     """True when ``child`` is ``parent`` or lies below it (after resolving links)."""
     child, parent = child.resolve(), parent.resolve()
     return child == parent or parent in child.parents
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """``torch.save`` with the same all-or-nothing guarantee (checkpoints, weights)."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,151 @@
+"""Pose and expression transfer: the virtual face takes the original's head pose and expression.
+
+KFAAR uses a neural reenactor (FaceVid2Vid) whose weights cannot be had offline, so the default
+backend is geometric and needs no network. Both faces' 68 landmarks, in the same aligned crop
+frame, are compared through a ``PoseBasis`` learnt from LFW: the directions of landmark space
+along which photos *of one person* vary (head pose, expression) as opposed to those along which
+*different people* vary (face shape). The virtual face is warped with a thin-plate spline so that
+its pose/expression coordinates become the original's while its face-shape coordinates stay its
+own: the original's identity-bearing shape is not copied over.
+
+Backends implement ``PoseTransfer``; a neural reenactor can be added as another one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from faceanon.align import template_points
+
+__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "fit_pose_basis", "tps_warp"]
+
+
+class PoseTransfer(Protocol):
+    """Re-pose a virtual crop like the original crop (same template and size)."""
+
+    def __call__(self, virtual: np.ndarray, original: np.ndarray,
+                 original_landmarks68: np.ndarray | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PoseBasis:
+    """Projection onto the pose/expression subspace of 68-landmark shapes (136-d).
+
+    ``projection`` P maps a shape difference d to its pose/expression part P @ d; it is oblique
+    (not orthogonal) because it is built in the metric of the total landmark covariance.
+    ``size`` is the crop width the landmarks were measured at.
+    """
+
+    projection: np.ndarray  # (136, 136)
+    size: int
+    within_share: np.ndarray  # per kept direction: share of its variance that is within-person
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors for ``torch.save`` and the weights registry."""
+        return {"projection": torch.from_numpy(self.projection.astype(np.float32)),
+                "size": torch.tensor(self.size),
+                "within_share": torch.from_numpy(self.within_share.astype(np.float32))}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "PoseBasis":
+        return cls(state["projection"].double().numpy(), int(state["size"]),
+                   state["within_share"].double().numpy())
+
+    def pose_part(self, delta: np.ndarray, size: int) -> np.ndarray:
+        """The pose/expression part of a (68, 2) landmark difference measured at ``size`` px."""
+        scale = self.size / size
+        flat = (np.asarray(delta, dtype=np.float64) * scale).reshape(136)
+        return (self.projection @ flat).reshape(68, 2) / scale
+
+
+def fit_pose_basis(shapes: np.ndarray, labels: np.ndarray, size: int,
+                   min_within_share: float = 0.5, ridge: float = 1e-3) -> PoseBasis:
+    """Learn the basis from (N, 68, 2) aligned landmark shapes and their identity labels.
+
+    Solves S_w v = λ S_t v (within-person vs total covariance); a direction with λ close to 1
+    varies within a person (pose, expression), close to 0 between people (face shape). The
+    directions with λ ≥ ``min_within_share`` span the pose/expression subspace.
+    """
+    x = np.asarray(shapes, dtype=np.float64).reshape(len(shapes), 136)
+    labels = np.asarray(labels)
+    people, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    means = np.zeros((len(people), 136))
+    np.add.at(means, inverse, x)
+    means /= counts[:, None]
+    several = counts[inverse] >= 2
+    if several.sum() < 2 * 136:
+        raise FaceanonError(f"too few people with two or more images to fit a pose basis "
+                            f"({int(several.sum())} shapes)")
+    within = x[several] - means[inverse[several]]
+    s_w = within.T @ within / (len(within) - (counts >= 2).sum())
+    centred = x - x.mean(0)
+    s_t = centred.T @ centred / (len(x) - 1)
+    s_t += ridge * np.trace(s_t) / 136 * np.eye(136)
+    # Generalised symmetric eigenproblem through the Cholesky factor of S_t.
+    chol = np.linalg.cholesky(s_t)
+    inv_chol = np.linalg.inv(chol)
+    lam, u = np.linalg.eigh(inv_chol @ s_w @ inv_chol.T)
+    v = inv_chol.T @ u  # columns: V^T S_t V = I
+    keep = lam >= min_within_share
+    v_sel = v[:, keep]
+    projection = v_sel @ v_sel.T @ s_t
+    return PoseBasis(projection, size, lam[keep])
+
+
+def tps_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray, smooth: float = 1.0) -> np.ndarray:
+    """Warp ``image`` so that points ``src`` move to ``dst`` (thin-plate spline), the crop's
+    border pinned in place so that hair and background do not drift."""
+    h, w = image.shape[:2]
+    edge = np.linspace(0, 1, 9)
+    border = np.concatenate([np.stack([edge * (w - 1), np.zeros(9)], 1),
+                             np.stack([edge * (w - 1), np.full(9, h - 1.0)], 1),
+                             np.stack([np.zeros(7), edge[1:-1] * (h - 1)], 1),
+                             np.stack([np.full(7, w - 1.0), edge[1:-1] * (h - 1)], 1)])
+    ctrl = np.concatenate([np.asarray(dst, np.float64), border])   # output positions
+    target = np.concatenate([np.asarray(src, np.float64), border])  # where to sample from
+    n = len(ctrl)
+    k = _tps_kernel(ctrl, ctrl) + smooth * np.eye(n)
+    p = np.hstack([np.ones((n, 1)), ctrl])
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
+    rhs = np.zeros((n + 3, 2))
+    rhs[:n] = target
+    coef = np.linalg.solve(system, rhs)
+    ys, xs = np.mgrid[0:h, 0:w]
+    grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    mapped = _tps_kernel(grid, ctrl) @ coef[:n] + np.hstack([np.ones((len(grid), 1)), grid]) @ coef[n:]
+    maps = mapped.reshape(h, w, 2).astype(np.float32)
+    return cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    r2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(r2 > 0, r2 * np.log(r2), 0.0) * 0.5
+
+
+class LandmarkWarp:
+    """The default ``PoseTransfer``: landmark-driven thin-plate-spline warp through a PoseBasis."""
+
+    def __init__(self, basis: PoseBasis, landmarks68, template: str = "faceanon") -> None:
+        self.basis = basis
+        self.landmarks68 = landmarks68  # faceanon.landmarks.Landmarks68
+        self.template = template
+
+    def landmarks(self, crop: np.ndarray) -> np.ndarray:
+        """68 landmarks of the face that an aligned crop holds (its 5 points are the template's)."""
+        return self.landmarks68(crop, template_points(self.template, crop.shape[1], crop.shape[0]))
+
+    def __call__(self, virtual: np.ndarray, original: np.ndarray,
+                 original_landmarks68: np.ndarray | None = None) -> np.ndarray:
+        size = virtual.shape[1]
+        l_o = self.landmarks(original) if original_landmarks68 is None else original_landmarks68
+        l_v = self.landmarks(virtual)
+        target = l_v + self.basis.pose_part(l_o - l_v, size)
+        return tps_warp(virtual, l_v, target)

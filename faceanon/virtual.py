@@ -1,0 +1,98 @@
+"""Virtual faces: encoder E → key projector P → mapping M → StyleGAN2 G (KFAAR's HPVFG
+without its pose stage, i.e. IVFG's generator).
+
+Everything here is deterministic: the same identity embedding and key give the same pixels, so
+the same person under the same key becomes the same virtual person (synchronism).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from faceanon.align import template_transform, warp_tensor
+from faceanon.errors import FaceanonError
+from faceanon.identity import Recognizer
+from faceanon.keys import Key
+from faceanon.nets.projector import KeyProjector
+from faceanon.nets.stylegan2 import Generator
+
+CROP_TEMPLATE = "faceanon"
+
+
+class VirtualFaces:
+    """Generates a virtual face per identity embedding under a key."""
+
+    def __init__(self, generator: Generator, projector: KeyProjector, encoder: Recognizer,
+                 model_id: str, psi: float = 0.8, generator_name: str = "") -> None:
+        self.generator = generator.eval().requires_grad_(False)
+        self.projector = projector.eval().requires_grad_(False)
+        self.encoder = encoder
+        self.model_id = model_id
+        self.generator_name = generator_name
+        self.psi = psi
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def resolution(self) -> int:
+        return self.generator.cfg.resolution
+
+    def key_code(self, key: Key, attempt: int = 0) -> torch.Tensor:
+        """The key as the projector's input; ``attempt`` > 0 gives the fail-closed retries
+        their own (equally secret) codes."""
+        name = self.model_id if attempt == 0 else f"{self.model_id}#retry{attempt}"
+        return torch.from_numpy(key.code(name, self.projector.key_dim)).to(self.device)
+
+    def latents(self, identity: torch.Tensor, key_code: torch.Tensor, psi: float | None = None
+                ) -> torch.Tensor:
+        """W+ latents [N, num_ws, w_dim] (differentiable in the projector, for training)."""
+        z = self.projector(identity, key_code)
+        return self.generator.styles(z, self.psi if psi is None else psi)
+
+    def images(self, identity: torch.Tensor, key_code: torch.Tensor) -> torch.Tensor:
+        """Virtual faces [N, 3, R, R] in [0, 1] on the generator's crop template."""
+        out = self.generator.synthesize(self.latents(identity, key_code), noise_mode="const")
+        return ((out + 1) / 2).clamp(0, 1)
+
+    def generate(self, identity: np.ndarray, key: Key, size: int = 128, attempt: int = 0
+                 ) -> np.ndarray:
+        """(N, D) embeddings → (N, size, size, 3) uint8 crops on the ``faceanon`` template."""
+        if len(identity) == 0:
+            return np.zeros((0, size, size, 3), np.uint8)
+        with torch.inference_mode():
+            ident = torch.as_tensor(identity, dtype=torch.float32, device=self.device)
+            img = self.images(ident, self.key_code(key, attempt))
+            if img.shape[-1] != size:
+                img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
+                                    align_corners=False)
+            return (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def recognizer_input(images: torch.Tensor, recognizer: Recognizer) -> torch.Tensor:
+    """Generator crops [N, 3, R, R] → the recognizer's own aligned chip, differentiably."""
+    m = template_transform(CROP_TEMPLATE, images.shape[-1], recognizer.template, recognizer.width)
+    return warp_tensor(images, m, recognizer.width, recognizer.height)
+
+
+def load_virtual_faces(encoder: Recognizer, device: str | torch.device = "cpu",
+                       generator: str | None = None, projector: str | None = None) -> VirtualFaces:
+    """The shipped generator and projector (defaults from ``weights/manifest.json``), checked
+    against their SHA-256, on ``device``."""
+    from faceanon import weights
+    from faceanon.nets.stylegan2 import StyleGANConfig
+
+    g_entry = weights.entry(generator) if generator else weights.default_entry("generator")
+    p_entry = weights.entry(projector) if projector else weights.default_entry("projector")
+    if p_entry.get("generator") != g_entry["name"]:
+        raise FaceanonError(f"projector {p_entry['name']!r} was trained for generator "
+                            f"{p_entry.get('generator')!r}, not {g_entry['name']!r}")
+    g = Generator(StyleGANConfig.from_dict(g_entry["arch"]))
+    g.load_state_dict({k: v.float() for k, v in weights.load_weights(g_entry["name"]).items()})
+    p = KeyProjector(**p_entry["arch"])
+    p.load_state_dict({k: v.float() for k, v in weights.load_weights(p_entry["name"]).items()})
+    return VirtualFaces(g.to(device), p.to(device), encoder, model_id=p_entry["name"],
+                        psi=float(p_entry.get("psi", 0.8)), generator_name=g_entry["name"])

@@ -64,7 +64,7 @@ class PoseBasis:
 
 
 def fit_pose_basis(shapes: np.ndarray, labels: np.ndarray, size: int,
-                   min_within_share: float = 0.5, ridge: float = 1e-3) -> PoseBasis:
+                   min_within_share: float = 0.5, variance_floor: float = 1e-3) -> PoseBasis:
     """Learn the basis from (N, 68, 2) aligned landmark shapes and their identity labels.
 
     Solves S_w v = λ S_t v (within-person vs total covariance); a direction with λ close to 1
@@ -85,15 +85,16 @@ def fit_pose_basis(shapes: np.ndarray, labels: np.ndarray, size: int,
     s_w = within.T @ within / (len(within) - (counts >= 2).sum())
     centred = x - x.mean(0)
     s_t = centred.T @ centred / (len(x) - 1)
-    s_t += ridge * np.trace(s_t) / 136 * np.eye(136)
-    # Generalised symmetric eigenproblem through the Cholesky factor of S_t.
-    chol = np.linalg.cholesky(s_t)
-    inv_chol = np.linalg.inv(chol)
-    lam, u = np.linalg.eigh(inv_chol @ s_w @ inv_chol.T)
-    v = inv_chol.T @ u  # columns: V^T S_t V = I
+    # Work in the principal subspace of S_t: directions with almost no variance are landmark
+    # noise, ill-conditioned in the ratio below; they are never transferred.
+    var, pcs = np.linalg.eigh(s_t)
+    top = var > variance_floor * var.max()
+    u, var = pcs[:, top], var[top]
+    white = u / np.sqrt(var)  # x → whitened coordinates: white.T @ S_t @ white = I
+    lam, rot = np.linalg.eigh(white.T @ s_w @ white)
+    v = white @ rot  # columns: V^T S_t V = I, V^T S_w V = diag(lam)
     keep = lam >= min_within_share
-    v_sel = v[:, keep]
-    projection = v_sel @ v_sel.T @ s_t
+    projection = v[:, keep] @ v[:, keep].T @ s_t
     return PoseBasis(projection, size, lam[keep])
 
 

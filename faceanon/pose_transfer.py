@@ -4,7 +4,7 @@ KFAAR uses a neural reenactor (FaceVid2Vid) whose weights cannot be had offline,
 backend is geometric and needs no network. Both faces' 68 landmarks, in the same aligned crop
 frame, are compared through a ``PoseBasis`` learnt from LFW: the directions of landmark space
 along which photos *of one person* vary (head pose, expression) as opposed to those along which
-*different people* vary (face shape). The virtual face is warped with a thin-plate spline so that
+*different people* vary (face shape). The virtual face is warped by a smooth displacement field so that
 its pose/expression coordinates become the original's while its face-shape coordinates stay its
 own: the original's identity-bearing shape is not copied over.
 
@@ -22,7 +22,9 @@ import torch
 
 from faceanon.align import template_points
 
-__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "fit_pose_basis", "tps_warp"]
+MAX_SHIFT = 0.06  # of the crop width
+
+__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "fit_pose_basis", "smooth_warp"]
 
 
 class PoseTransfer(Protocol):
@@ -69,7 +71,8 @@ def fit_pose_basis(shapes: np.ndarray, labels: np.ndarray, size: int,
 
     Solves S_w v = λ S_t v (within-person vs total covariance); a direction with λ close to 1
     varies within a person (pose, expression), close to 0 between people (face shape). The
-    directions with λ ≥ ``min_within_share`` span the pose/expression subspace.
+    directions with λ ≥ ``min_within_share`` span the pose/expression subspace; nothing of the
+    others (face shape) is ever transferred.
     """
     x = np.asarray(shapes, dtype=np.float64).reshape(len(shapes), 136)
     labels = np.asarray(labels)
@@ -94,45 +97,36 @@ def fit_pose_basis(shapes: np.ndarray, labels: np.ndarray, size: int,
     lam, rot = np.linalg.eigh(white.T @ s_w @ white)
     v = white @ rot  # columns: V^T S_t V = I, V^T S_w V = diag(lam)
     keep = lam >= min_within_share
-    projection = v[:, keep] @ v[:, keep].T @ s_t
+    # Each kept direction is weighted by its within-person share (the least-squares estimate of
+    # the pose/expression difference given a landmark difference), so noisy directions shrink.
+    weight = np.clip(lam[keep], 0.0, 1.0)
+    projection = (v[:, keep] * weight) @ v[:, keep].T @ s_t
     return PoseBasis(projection, size, lam[keep])
 
 
-def tps_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray, smooth: float = 1.0) -> np.ndarray:
-    """Warp ``image`` so that points ``src`` move to ``dst`` (thin-plate spline), the crop's
-    border pinned in place so that hair and background do not drift."""
+def smooth_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray, sigma: float = 0.08
+                ) -> np.ndarray:
+    """Warp ``image`` so that points ``src`` move towards ``dst`` under a smooth displacement field.
+
+    The field is a Gaussian-weighted average of the landmark displacements (``sigma`` in crop
+    widths) that fades to zero away from the face, so it can neither fold nor blow up, whatever
+    the landmarks (unlike an interpolating spline, which nearby inconsistent points make wild).
+    """
     h, w = image.shape[:2]
-    edge = np.linspace(0, 1, 9)
-    border = np.concatenate([np.stack([edge * (w - 1), np.zeros(9)], 1),
-                             np.stack([edge * (w - 1), np.full(9, h - 1.0)], 1),
-                             np.stack([np.zeros(7), edge[1:-1] * (h - 1)], 1),
-                             np.stack([np.full(7, w - 1.0), edge[1:-1] * (h - 1)], 1)])
-    ctrl = np.concatenate([np.asarray(dst, np.float64), border])   # output positions
-    target = np.concatenate([np.asarray(src, np.float64), border])  # where to sample from
-    n = len(ctrl)
-    k = _tps_kernel(ctrl, ctrl) + smooth * np.eye(n)
-    p = np.hstack([np.ones((n, 1)), ctrl])
-    system = np.zeros((n + 3, n + 3))
-    system[:n, :n], system[:n, n:], system[n:, :n] = k, p, p.T
-    rhs = np.zeros((n + 3, 2))
-    rhs[:n] = target
-    coef = np.linalg.solve(system, rhs)
+    dst = np.asarray(dst, np.float64)
+    back = np.asarray(src, np.float64) - dst  # at an output point near dst_i, sample at +back_i
     ys, xs = np.mgrid[0:h, 0:w]
     grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
-    mapped = _tps_kernel(grid, ctrl) @ coef[:n] + np.hstack([np.ones((len(grid), 1)), grid]) @ coef[n:]
-    maps = mapped.reshape(h, w, 2).astype(np.float32)
+    s2 = 2 * (sigma * w) ** 2
+    weights = np.exp(-((grid[:, None, :] - dst[None]) ** 2).sum(-1) / s2)
+    field = weights @ back / (weights.sum(1, keepdims=True) + np.exp(-2.0))
+    maps = (grid + field).reshape(h, w, 2).astype(np.float32)
     return cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REFLECT_101)
 
 
-def _tps_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    r2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(r2 > 0, r2 * np.log(r2), 0.0) * 0.5
-
-
 class LandmarkWarp:
-    """The default ``PoseTransfer``: landmark-driven thin-plate-spline warp through a PoseBasis."""
+    """The default ``PoseTransfer``: a landmark-driven smooth warp through a PoseBasis."""
 
     def __init__(self, basis: PoseBasis, landmarks68, template: str = "faceanon") -> None:
         self.basis = basis
@@ -148,5 +142,10 @@ class LandmarkWarp:
         size = virtual.shape[1]
         l_o = self.landmarks(original) if original_landmarks68 is None else original_landmarks68
         l_v = self.landmarks(virtual)
-        target = l_v + self.basis.pose_part(l_o - l_v, size)
-        return tps_warp(virtual, l_v, target)
+        shift = self.basis.pose_part(l_o - l_v, size)
+        # A 2-D warp cannot turn a head: beyond a few pixels it distorts instead, so each
+        # landmark's shift is capped (large pose differences are only partly transferred).
+        cap = MAX_SHIFT * size
+        norm = np.linalg.norm(shift, axis=1, keepdims=True)
+        shift = shift * np.minimum(1.0, cap / np.maximum(norm, 1e-9))
+        return smooth_warp(virtual, l_v, l_v + shift)

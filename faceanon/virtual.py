@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from faceanon.align import template_transform, warp_tensor
-from faceanon.errors import FaceanonError
 from faceanon.identity import Recognizer
 from faceanon.keys import Key
 from faceanon.nets.projector import KeyProjector
@@ -78,21 +77,27 @@ def recognizer_input(images: torch.Tensor, recognizer: Recognizer) -> torch.Tens
     return warp_tensor(images, m, recognizer.width, recognizer.height)
 
 
-def load_virtual_faces(encoder: Recognizer, device: str | torch.device = "cpu",
-                       generator: str | None = None, projector: str | None = None) -> VirtualFaces:
-    """The shipped generator and projector (defaults from ``weights/manifest.json``), checked
-    against their SHA-256, on ``device``."""
+def load_generator(name: str | None = None, device: str | torch.device = "cpu"
+                   ) -> tuple[Generator, str]:
+    """A generator from the weights registry (the default one unless named), and its name."""
     from faceanon import weights
     from faceanon.nets.stylegan2 import StyleGANConfig
 
-    g_entry = weights.entry(generator) if generator else weights.default_entry("generator")
+    entry = weights.entry(name) if name else weights.default_entry("generator")
+    g = Generator(StyleGANConfig.from_dict(entry["arch"]))
+    g.load_state_dict({k: v.float() for k, v in weights.load_weights(entry["name"]).items()})
+    return g.to(device).eval(), entry["name"]
+
+
+def load_virtual_faces(encoder: Recognizer, device: str | torch.device = "cpu",
+                       projector: str | None = None) -> VirtualFaces:
+    """The shipped projector (default from ``weights/manifest.json``) and the generator it was
+    trained for, both checked against their SHA-256, on ``device``."""
+    from faceanon import weights
+
     p_entry = weights.entry(projector) if projector else weights.default_entry("projector")
-    if p_entry.get("generator") != g_entry["name"]:
-        raise FaceanonError(f"projector {p_entry['name']!r} was trained for generator "
-                            f"{p_entry.get('generator')!r}, not {g_entry['name']!r}")
-    g = Generator(StyleGANConfig.from_dict(g_entry["arch"]))
-    g.load_state_dict({k: v.float() for k, v in weights.load_weights(g_entry["name"]).items()})
+    g, g_name = load_generator(p_entry["generator"], device)
     p = KeyProjector(**p_entry["arch"])
     p.load_state_dict({k: v.float() for k, v in weights.load_weights(p_entry["name"]).items()})
-    return VirtualFaces(g.to(device), p.to(device), encoder, model_id=p_entry["name"],
-                        psi=float(p_entry.get("psi", 0.8)), generator_name=g_entry["name"])
+    return VirtualFaces(g, p.to(device), encoder, model_id=p_entry["name"],
+                        psi=float(p_entry.get("psi", 0.8)), generator_name=g_name)

@@ -48,7 +48,7 @@ def main() -> None:
     points = []
     for p in paths:
         image = load_image(p)
-        shape = source.shape(image, fallback=False)
+        shape = source.shape(image)
         if shape is None:
             continue
         lm68 = np.array([(q.x, q.y) for q in shape.parts()], dtype=np.float64)

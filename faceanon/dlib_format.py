@@ -4,8 +4,8 @@ dlib writes a network as nested layer objects: first one version number per laye
 loss inwards, then the input layer, then every layer's details from the input outwards. Tag and
 skip layers carry no data (their wiring lives in dlib's C++ type), so the file gives the ordered
 list of computational layers and ``faceanon.nets.dlib_resnet`` supplies the wiring. The
-conversion is done once and cached (named by the source's sha256) because parsing 22 MB of
-dlib's variable-length integers in Python takes seconds.
+conversion runs once per source file (the cache is named by its sha256); later loads are a
+checksum-verified ``torch.load`` that no longer depends on dlib's format.
 """
 
 from __future__ import annotations

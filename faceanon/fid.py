@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import io
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from faceanon.errors import FaceanonError
 from faceanon.fsutil import atomic_write_bytes
 
 __all__ = ["inception_path", "InceptionFeatures", "Stats", "frechet_distance", "fid",
-           "to_uint8"]
+           "to_uint8", "generated_images", "reference_stats"]
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
@@ -52,7 +53,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def _tf_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
-    """TensorFlow-1 ``resize_bilinear`` (align_corners=False): out pixel i reads in pixel i·in/out."""
+    """TF-1 ``resize_bilinear`` (align_corners=False): output pixel i reads input i·in/out."""
     n, _, h, w = x.shape
     ys = torch.arange(size, device=x.device, dtype=torch.float32) * (h / size)
     xs = torch.arange(size, device=x.device, dtype=torch.float32) * (w / size)
@@ -70,11 +71,13 @@ class InceptionFeatures:
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 50) -> None:
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.net = torch.jit.load(str(inception_path()), map_location=self.device).eval()
+        with warnings.catch_warnings():  # torch 2.13 deprecates jit.load; the file is TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.net = torch.jit.load(str(inception_path()), map_location=self.device).eval()
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
-        """``images``: uint8, [N, 3, H, W] tensor or [N, H, W, 3] array. Returns [N, 2048] float64."""
+        """``images``: uint8 [N, 3, H, W] tensor or [N, H, W, 3] array → [N, 2048] float64."""
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -140,3 +143,22 @@ def fid(real: Stats, batches: Iterable[torch.Tensor], extractor: InceptionFeatur
         if progress:
             progress(sum(len(f) for f in feats))
     return frechet_distance(real, Stats.of(np.concatenate(feats)))
+
+
+def generated_images(generator: torch.nn.Module, n: int, batch: int = 50, seed: int = 2024,
+                     psi: float = 1.0) -> Iterator[torch.Tensor]:
+    """``n`` uint8 images of a generator (z from a private seeded RNG: callers' RNG untouched)."""
+    gen = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    z_dim = generator.cfg.z_dim  # type: ignore[union-attr]
+    for start in range(0, n, batch):
+        z = torch.randn(min(batch, n - start), z_dim, generator=gen)
+        with torch.no_grad():
+            yield to_uint8(generator(z.to(device), psi=psi)).cpu()
+
+
+def reference_stats(images: torch.Tensor, n: int, extractor: InceptionFeatures,
+                    seed: int = 7) -> Stats:
+    """Statistics of ``n`` real uint8 images [N, 3, H, W] drawn without replacement."""
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return Stats.of(extractor(images[idx.to(images.device)].cpu()))

@@ -33,7 +33,8 @@ class Recognizer:
 
     def __init__(self, net: nn.Module, name: str, template: str, width: int, height: int,
                  flip: bool = False, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
-        self.net = net.eval().requires_grad_(False).to(device)
+        # channels_last: oneDNN's convolutions run 2-3x faster on CPU in that layout.
+        self.net = net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
         self.name, self.template, self.flip = name, template, flip
         self.width, self.height = width, height
         self.device = torch.device(device)
@@ -83,6 +84,7 @@ class Recognizer:
         return self.embed(crops)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
         feats = self.net(x)
         if self.flip:
             feats = torch.cat([feats, self.net(x.flip(-1))], dim=1)

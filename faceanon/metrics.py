@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["roc_curve", "roc_auc", "equal_error_rate", "accuracy_at", "best_threshold",
-           "kfold_accuracy", "fold_ids", "VerificationReport", "verification_report"]
+           "kfold_accuracy", "fold_ids", "VerificationReport", "verification_report",
+           "non_match_rate"]
 
 
 def _check(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -138,3 +139,14 @@ def verification_report(scores: Any, labels: Any, folds: Any = 10) -> Verificati
     return VerificationReport(accuracy=mean, accuracy_std=std, auc=roc_auc(s, y), eer=eer,
                               eer_threshold=eer_thr, threshold=threshold, pairs=int(s.size),
                               folds=int(per_fold.size))
+
+
+# --- anonymization (faceanon eval; validation of the projector) ---
+
+def non_match_rate(scores: Any, threshold: float) -> float:
+    """Share of pairs scoring below ``threshold``: KFAAR's anonymity when the pairs are
+    (original, virtual) faces, its diversity when they are one face's virtual faces under two keys."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if not s.size:
+        raise ValueError("no scores")
+    return float(np.mean(s < threshold))

@@ -15,9 +15,10 @@ from faceanon.align import template_transform, warp_tensor
 from faceanon.identity import Recognizer
 from faceanon.keys import Key
 from faceanon.nets.projector import KeyProjector
-from faceanon.nets.stylegan2 import Generator
+from faceanon.nets.stylegan2 import Generator, pretrained_generator
 
 CROP_TEMPLATE = "faceanon"
+CHUNK = 8  # faces per generator call, fixed (see VirtualFaces.generate)
 
 
 class VirtualFaces:
@@ -59,34 +60,31 @@ class VirtualFaces:
 
     def generate(self, identity: np.ndarray, key: Key, size: int = 128, attempt: int = 0
                  ) -> np.ndarray:
-        """(N, D) embeddings → (N, size, size, 3) uint8 crops on the ``faceanon`` template."""
-        if len(identity) == 0:
-            return np.zeros((0, size, size, 3), np.uint8)
+        """(N, D) embeddings → (N, size, size, 3) uint8 crops on the ``faceanon`` template.
+
+        The generator always runs on chunks of ``CHUNK`` faces (the last one padded), because
+        convolution kernels round differently at different batch sizes: a face's pixels must
+        not depend on how many other faces were in its batch, or a resumed run would differ.
+        """
+        out = np.zeros((len(identity), size, size, 3), np.uint8)
+        code = self.key_code(key, attempt)
         with torch.inference_mode():
-            ident = torch.as_tensor(identity, dtype=torch.float32, device=self.device)
-            img = self.images(ident, self.key_code(key, attempt))
-            if img.shape[-1] != size:
-                img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
-                                    align_corners=False)
-            return (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            for start in range(0, len(identity), CHUNK):
+                part = np.asarray(identity[start:start + CHUNK], dtype=np.float32)
+                padded = np.concatenate([part, np.repeat(part[:1], CHUNK - len(part), 0)])
+                img = self.images(torch.from_numpy(padded).to(self.device), code)[:len(part)]
+                if img.shape[-1] != size:
+                    img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
+                                        align_corners=False)
+                out[start:start + len(part)] = \
+                    (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return out
 
 
 def recognizer_input(images: torch.Tensor, recognizer: Recognizer) -> torch.Tensor:
     """Generator crops [N, 3, R, R] → the recognizer's own aligned chip, differentiably."""
     m = template_transform(CROP_TEMPLATE, images.shape[-1], recognizer.template, recognizer.width)
     return warp_tensor(images, m, recognizer.width, recognizer.height)
-
-
-def load_generator(name: str | None = None, device: str | torch.device = "cpu"
-                   ) -> tuple[Generator, str]:
-    """A generator from the weights registry (the default one unless named), and its name."""
-    from faceanon import weights
-    from faceanon.nets.stylegan2 import StyleGANConfig
-
-    entry = weights.entry(name) if name else weights.default_entry("generator")
-    g = Generator(StyleGANConfig.from_dict(entry["arch"]))
-    g.load_state_dict({k: v.float() for k, v in weights.load_weights(entry["name"]).items()})
-    return g.to(device).eval(), entry["name"]
 
 
 def load_virtual_faces(encoder: Recognizer, device: str | torch.device = "cpu",
@@ -96,7 +94,8 @@ def load_virtual_faces(encoder: Recognizer, device: str | torch.device = "cpu",
     from faceanon import weights
 
     p_entry = weights.entry(projector) if projector else weights.default_entry("projector")
-    g, g_name = load_generator(p_entry["generator"], device)
+    g_name = p_entry["generator"]
+    g = pretrained_generator(g_name, device)
     p = KeyProjector(**p_entry["arch"])
     p.load_state_dict({k: v.float() for k, v in weights.load_weights(p_entry["name"]).items()})
     return VirtualFaces(g, p.to(device), encoder, model_id=p_entry["name"],

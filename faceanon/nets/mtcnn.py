@@ -8,6 +8,7 @@ TensorFlow is never imported. Inputs are RGB, NCHW, scaled as (x - 127.5) / 128.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,27 @@ __all__ = ["PNet", "RNet", "ONet", "load_pretrained", "weights_dir"]
 
 def _conv(cin: int, cout: int, k: int) -> tuple[nn.Conv2d, nn.PReLU]:
     return nn.Conv2d(cin, cout, k), nn.PReLU(cout)
+
+
+def _max_pool(x: torch.Tensor, k: int, s: int, ceil: bool = False) -> torch.Tensor:
+    """Max pooling as strided maxima over rows then columns, ``ceil`` padding with -inf.
+
+    Equal to ``F.max_pool2d`` (ceil_mode = Keras "same" here), but several times faster on
+    CPU for the many small crops RNet/ONet see.
+    """
+    h, w = x.shape[2:]
+    rnd = math.ceil if ceil else math.floor
+    oh, ow = rnd((h - k) / s) + 1, rnd((w - k) / s) + 1
+    ph, pw = (oh - 1) * s + k - h, (ow - 1) * s + k - w
+    if ph > 0 or pw > 0:
+        x = F.pad(x, (0, max(pw, 0), 0, max(ph, 0)), value=float("-inf"))
+    rows = x[:, :, 0:(oh - 1) * s + 1:s]
+    for d in range(1, k):
+        rows = torch.maximum(rows, x[:, :, d:d + (oh - 1) * s + 1:s])
+    out = rows[:, :, :, 0:(ow - 1) * s + 1:s]
+    for d in range(1, k):
+        out = torch.maximum(out, rows[:, :, :, d:d + (ow - 1) * s + 1:s])
+    return out
 
 
 def _keras_flatten(x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +65,7 @@ class PNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, H, W) → box offsets (N, 4, h, w) and face probability (N, h, w)."""
         x = self.prelu1(self.conv1(x))
-        x = F.max_pool2d(x, 2, 2, ceil_mode=True)  # Keras "same" pooling = ceil mode here
+        x = _max_pool(x, 2, 2, ceil=True)
         x = self.prelu2(self.conv2(x))
         x = self.prelu3(self.conv3(x))
         return self.conv4_1(x), torch.softmax(self.conv4_2(x), dim=1)[:, 1]
@@ -63,8 +85,8 @@ class RNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 3, 24, 24) → box offsets (N, 4) and face probability (N,)."""
-        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
-        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2)
+        x = _max_pool(self.prelu1(self.conv1(x)), 3, 2, ceil=True)
+        x = _max_pool(self.prelu2(self.conv2(x)), 3, 2)
         x = self.prelu4(self.fc4(_keras_flatten(self.prelu3(self.conv3(x)))))
         return self.fc5_1(x), torch.softmax(self.fc5_2(x), dim=1)[:, 1]
 
@@ -85,9 +107,9 @@ class ONet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, 3, 48, 48) → box offsets (N, 4), landmarks (N, 10) and face probability (N,)."""
-        x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
-        x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2)
-        x = F.max_pool2d(self.prelu3(self.conv3(x)), 2, 2, ceil_mode=True)
+        x = _max_pool(self.prelu1(self.conv1(x)), 3, 2, ceil=True)
+        x = _max_pool(self.prelu2(self.conv2(x)), 3, 2)
+        x = _max_pool(self.prelu3(self.conv3(x)), 2, 2, ceil=True)
         x = self.prelu5(self.fc5(_keras_flatten(self.prelu4(self.conv4(x)))))
         return self.fc6_1(x), self.fc6_2(x), torch.softmax(self.fc6_3(x), dim=1)[:, 1]
 

@@ -8,8 +8,8 @@ the *outputs* (mathematically the same as scaling the weights, Eq. 1–3), which
 weight per layer and so works with autocast and channels_last without grouped convolutions.
 
 State-dict names are stable (shipped weights depend on them): ``mapping.fc{i}``,
-``synthesis.b{res}.{const,conv0,conv1,torgb}``, discriminator ``b{res}.{fromrgb,conv0,conv1,skip}``
-and ``b4.{conv,fc,out}``.
+``mapping.w_avg``, ``synthesis.b{res}.{const,conv0,conv1,torgb}``; discriminator ``fromrgb``,
+``b{res}.{conv0,conv1,skip}`` and ``b4.{conv,fc,out}``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,18 @@ from torch import nn
 __all__ = ["StyleGANConfig", "PRESETS", "preset", "EqualLinear", "EqualConv2d", "MappingNetwork",
            "ModulatedConv2d", "NoiseInjection", "SynthesisLayer", "ToRGB", "SynthesisBlock",
            "SynthesisNetwork", "Generator", "DiscriminatorBlock", "DiscriminatorEpilogue",
-           "Discriminator", "NoiseMode"]
+           "Discriminator", "NoiseMode", "pretrained_generator"]
 
 NoiseMode = Literal["random", "const", "none"]
 
 _LRELU_GAIN = math.sqrt(2.0)
-# Activations are clamped to ±this so fp16 cannot overflow (StyleGAN2-ADA's conv_clamp).
+# fp16 activations are clamped to ±this so they cannot overflow (StyleGAN2-ADA's conv_clamp);
+# fp32 and bf16 have the range to skip it (and the clamp's backward costs ~10% on CPU).
 _CLAMP = 256.0
+
+
+def _fp16_clamp(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-_CLAMP, _CLAMP) if x.dtype == torch.float16 else x
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class StyleGANConfig:
 
     @property
     def num_ws(self) -> int:
-        """Number of W vectors the synthesis network consumes (one per conv, plus the last ToRGB)."""
+        """W vectors the synthesis network consumes: one per conv, plus the last ToRGB."""
         return 2 * int(math.log2(self.resolution)) - 2
 
     def to_dict(self) -> dict[str, int]:
@@ -65,9 +70,9 @@ PRESETS: dict[str, StyleGANConfig] = {
     # For unit tests and CPU overfitting checks.
     "tiny": StyleGANConfig(resolution=32, z_dim=64, w_dim=64, mapping_layers=2, channel_base=1024,
                            channel_max=64),
-    # What one CPU thread can train in an hour: 64 px, narrow.
-    "cpu64": StyleGANConfig(resolution=64, z_dim=128, w_dim=128, mapping_layers=4, channel_base=4096,
-                            channel_max=128),
+    # What one CPU thread can train in under an hour (~20 img/s): 64 px, 64→16 channels.
+    "cpu64": StyleGANConfig(resolution=64, z_dim=128, w_dim=128, mapping_layers=4,
+                            channel_base=1024, channel_max=64),
     # Accelerator presets (StyleGAN2-ADA's "paper256"-like widths, scaled by resolution).
     "64": StyleGANConfig(resolution=64, channel_base=16384, channel_max=512),
     "128": StyleGANConfig(resolution=128, channel_base=16384, channel_max=512),
@@ -127,7 +132,7 @@ class EqualConv2d(nn.Module):
         x = F.conv2d(x, w, b, padding=self.padding)
         if self.activate:
             x = F.leaky_relu(x, 0.2) * _LRELU_GAIN
-        return x.clamp(-_CLAMP, _CLAMP)
+        return _fp16_clamp(x)
 
 
 def _fir_kernel(channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -138,9 +143,10 @@ def _fir_kernel(channels: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def blur_downsample(x: torch.Tensor) -> torch.Tensor:
-    """Halve the resolution with the paper's [1,3,3,1] low-pass filter (anti-aliased stride 2)."""
+    """Halve the resolution with the paper's [1,3,3,1] low-pass filter (anti-aliased stride 2,
+    zero padding as in upfirdn2d)."""
     c = x.shape[1]
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), _fir_kernel(c, x), stride=2, groups=c)
+    return F.conv2d(x, _fir_kernel(c, x), stride=2, padding=1, groups=c)
 
 
 def upsample(x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +166,8 @@ class MappingNetwork(nn.Module):
         super().__init__()
         dims = [z_dim] + [w_dim] * num_layers
         for i in range(num_layers):
-            self.add_module(f"fc{i}", EqualLinear(dims[i], dims[i + 1], lr_mul=lr_mul, activate=True))
+            self.add_module(f"fc{i}", EqualLinear(dims[i], dims[i + 1], lr_mul=lr_mul,
+                                                  activate=True))
         self.num_layers = num_layers
         self.w_avg_beta = w_avg_beta
         self.register_buffer("w_avg", torch.zeros(w_dim))
@@ -217,7 +224,8 @@ class NoiseInjection(nn.Module):
         super().__init__()
         self.strength = nn.Parameter(torch.zeros([]))
         gen = torch.Generator().manual_seed(seed)
-        self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution, generator=gen))
+        self.register_buffer("noise_const",
+                             torch.randn(1, 1, resolution, resolution, generator=gen))
 
     def forward(self, x: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
         if noise_mode == "none":
@@ -242,7 +250,7 @@ class SynthesisLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode) -> torch.Tensor:
         x = self.noise(self.conv(x, w), noise_mode)
         x = F.leaky_relu(x + self.bias.to(x.dtype)[:, None, None], 0.2) * _LRELU_GAIN
-        return x.clamp(-_CLAMP, _CLAMP)
+        return _fp16_clamp(x)
 
 
 class ToRGB(nn.Module):
@@ -255,7 +263,7 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = self.conv(x, w) + self.bias.to(x.dtype)[:, None, None]
-        return x.clamp(-_CLAMP, _CLAMP)
+        return _fp16_clamp(x)
 
 
 class SynthesisBlock(nn.Module):
@@ -391,7 +399,8 @@ class Discriminator(nn.Module):
         self.fromrgb = EqualConv2d(3, cfg.channels(top), 1)
         self.resolutions = [2 ** i for i in range(int(math.log2(top)), 2, -1)]
         for res in self.resolutions:
-            self.add_module(f"b{res}", DiscriminatorBlock(cfg.channels(res), cfg.channels(res // 2)))
+            self.add_module(f"b{res}",
+                            DiscriminatorBlock(cfg.channels(res), cfg.channels(res // 2)))
         self.b4 = DiscriminatorEpilogue(cfg.channels(4))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
@@ -399,3 +408,14 @@ class Discriminator(nn.Module):
         for res in self.resolutions:
             x = getattr(self, f"b{res}")(x)
         return self.b4(x)
+
+
+def pretrained_generator(name: str | None = None,
+                         device: str | torch.device = "cpu") -> Generator:
+    """A shipped generator from ``weights/`` (the default one unless named), in fp32 eval mode."""
+    from faceanon import weights
+
+    entry = weights.entry(name) if name else weights.default_entry("generator")
+    g = Generator(StyleGANConfig.from_dict(entry["arch"]))
+    g.load_state_dict({k: v.float() for k, v in weights.load_weights(entry["name"]).items()})
+    return g.eval().requires_grad_(False).to(device)

@@ -1,4 +1,4 @@
-"""StyleGAN2 training: non-saturating logistic loss, lazy R1, EMA generator, style mixing, DiffAugment.
+"""StyleGAN2 training: non-saturating loss, lazy R1, EMA generator, style mixing, DiffAugment.
 
 One ``GeneratorTrainer`` owns an output folder:
 
@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,14 @@ import torch
 import torch.nn.functional as F
 
 from faceanon.errors import FaceanonError
-from faceanon.fid import InceptionFeatures, Stats, fid, to_uint8
+from faceanon.fid import (InceptionFeatures, Stats, fid, generated_images, reference_stats,
+                          to_uint8)
 from faceanon.fsutil import atomic_write_text
 from faceanon.images import save_image
 from faceanon.nets.stylegan2 import Discriminator, Generator, StyleGANConfig, preset
 
-__all__ = ["TrainConfig", "GeneratorTrainer", "diff_augment", "image_grid", "export_ema"]
+__all__ = ["TrainConfig", "GeneratorTrainer", "diff_augment", "image_grid", "export_ema",
+           "resize_uint8"]
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -60,7 +62,8 @@ def _saturation(x: torch.Tensor) -> torch.Tensor:
 
 def _contrast(x: torch.Tensor) -> torch.Tensor:
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+    scale = torch.rand(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5
+    return (x - mean) * scale + mean
 
 
 def _translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
@@ -85,7 +88,8 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     cx = torch.randint(0, w + (1 - cw % 2), (n, 1, 1), device=x.device)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((rows - cy + ch // 2).abs() < ch / 2) & ((cols - cx + cw // 2).abs() < cw / 2)
+    top, left = cy - ch // 2, cx - cw // 2  # the square may hang over the border, as in the paper
+    inside = (rows >= top) & (rows < top + ch) & (cols >= left) & (cols < left + cw)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
@@ -165,6 +169,7 @@ def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -183,7 +188,7 @@ def export_ema(g_ema: Generator, path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
+def resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
     """(N, S, S, 3) uint8 → [N, 3, size, size] uint8, area-averaged when shrinking."""
     t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     if t.shape[2] == size:
@@ -218,7 +223,7 @@ class GeneratorTrainer:
         self.channels_last = self.device.type == "cuda"
         if len(images) < 2:
             raise FaceanonError(f"need at least 2 training images, got {len(images)}")
-        self.data = _resize_uint8(images, self.arch.resolution).to(self.device)
+        self.data = resize_uint8(images, self.arch.resolution).to(self.device)
 
         ckpt_path = self.out / CHECKPOINT
         if ckpt_path.exists() and not resume:
@@ -261,6 +266,7 @@ class GeneratorTrainer:
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step, "nimg": self.nimg,
+            "data_shape": list(self.data.shape),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -277,9 +283,13 @@ class GeneratorTrainer:
         if ckpt.get("version") != CHECKPOINT_VERSION:
             raise FaceanonError(f"checkpoint version {ckpt.get('version')} is not supported", path)
         if ckpt["config"] != self.cfg.run_identity():
-            diff = sorted(k for k in ckpt["config"] if ckpt["config"][k] != self.cfg.run_identity().get(k))
+            mine = self.cfg.run_identity()
+            diff = sorted(k for k in ckpt["config"] if ckpt["config"][k] != mine.get(k))
             raise FaceanonError(f"checkpoint was made with other settings ({', '.join(diff)}); "
                                 "use the same options or another --out", path)
+        if ckpt.get("data_shape") not in (None, list(self.data.shape)):
+            raise FaceanonError(f"checkpoint was trained on other data ({ckpt['data_shape'][0]} "
+                                f"images, now {len(self.data)}); use the same --data", path)
         self.G.load_state_dict(ckpt["G"])
         self.D.load_state_dict(ckpt["D"])
         self.G_ema.load_state_dict(ckpt["G_ema"])
@@ -403,15 +413,8 @@ class GeneratorTrainer:
         save_image(path, self.sample_grid())
         return path
 
-    def _generated_uint8(self, n: int, batch: int = 50) -> Iterator[torch.Tensor]:
-        gen = torch.Generator().manual_seed(2024)
-        for start in range(0, n, batch):
-            z = torch.randn(min(batch, n - start), self.arch.z_dim, generator=gen)
-            with torch.no_grad():
-                yield to_uint8(self.G_ema(z.to(self.device))).cpu()
-
     def measure_fid(self, n: int | None = None) -> float:
-        """FID of n G_ema images vs n training crops (reference stats cached in the folder)."""
+        """FID of n G_ema images vs min(n, N) training crops (reference stats cached in OUT)."""
         n = n or self.cfg.fid_n
         if self._inception is None:
             self._inception = InceptionFeatures(self.device)
@@ -421,11 +424,9 @@ class GeneratorTrainer:
             if cache.exists():
                 self._fid_real = Stats.load(cache)
             else:
-                gen = torch.Generator().manual_seed(7)
-                idx = torch.randperm(len(self.data), generator=gen)[:n_real].to(self.device)
-                self._fid_real = Stats.of(self._inception(self.data[idx].cpu()))
+                self._fid_real = reference_stats(self.data, n_real, self._inception)
                 self._fid_real.save(cache)
-        value = fid(self._fid_real, self._generated_uint8(n), self._inception)
+        value = fid(self._fid_real, generated_images(self.G_ema, n), self._inception)
         self._log({"step": self.step, "kimg": round(self.nimg / 1000, 3), "fid": round(value, 3),
                    "fid_n_generated": n, "fid_n_real": n_real})
         return value
@@ -441,7 +442,8 @@ class GeneratorTrainer:
             now = time.time()
             rec: dict[str, Any] = {"step": self.step, "kimg": round(self.nimg / 1000, 3)}
             rec.update({k: round(float(np.mean(v)), 5) for k, v in self._acc.items()})
-            rec["img_per_s"] = round(self.cfg.batch * self.cfg.log_every / max(now - self._t_log, 1e-9), 2)
+            shown = self.cfg.batch * len(self._acc["loss_G"])  # fewer right after a resume
+            rec["img_per_s"] = round(shown / max(now - self._t_log, 1e-9), 2)
             self._log(rec)
             self._acc, self._t_log = {}, now
 
@@ -450,20 +452,23 @@ class GeneratorTrainer:
         path = self.out / EXPORT
         export_ema(self.G_ema, path)
         atomic_write_text(self.out / EXPORT_INFO, json.dumps(
-            {"arch": self.arch.to_dict(), "preset": self.cfg.preset, "kimg": round(self.nimg / 1000, 3),
+            {"arch": self.arch.to_dict(), "preset": self.cfg.preset,
+             "kimg": round(self.nimg / 1000, 3),
              "step": self.step, "file": EXPORT}, indent=2, sort_keys=True) + "\n")
         return path
 
     def train(self, kimg: float, progress: Callable[[dict[str, Any]], None] | None = None,
-              ) -> None:
-        """Train until ``kimg`` thousand real images have been shown, then checkpoint and export."""
+              max_seconds: float | None = None) -> None:
+        """Train until ``kimg`` thousand real images have been shown (or ``max_seconds`` have
+        passed: a time-boxed chunk of a longer run), then checkpoint and export."""
         target = int(kimg * 1000)
+        deadline = None if max_seconds is None else time.time() + max_seconds
 
         def crossed(every_kimg: float, before: int) -> bool:
             every = int(every_kimg * 1000)
             return every > 0 and before // every != self.nimg // every
 
-        while self.nimg < target:
+        while self.nimg < target and (deadline is None or time.time() < deadline):
             before = self.nimg
             stats = self.train_step()
             self._accumulate(stats)

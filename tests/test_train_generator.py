@@ -1,0 +1,177 @@
+"""Generator training on a few real LFW faces: prepare, DiffAugment, resume, export, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from faceanon import weights
+from faceanon.cli import app
+from faceanon.errors import FaceanonError
+from faceanon.nets.stylegan2 import pretrained_generator
+from faceanon.training.aligned import load_aligned, prepare, read_people
+from faceanon.training.generator import (CHECKPOINT, EXPORT, LOG, GeneratorTrainer, TrainConfig,
+                                         diff_augment)
+
+pytestmark = pytest.mark.lfw
+
+# A generator small enough to train a few steps in about a second.
+ARCH = {"resolution": 16, "channel_base": 256, "channel_max": 32, "z_dim": 32, "w_dim": 32}
+
+
+def config(**kw: object) -> TrainConfig:
+    return TrainConfig(**{"preset": "tiny", "arch": ARCH, "batch": 4, "r1_interval": 2,
+                          "log_every": 1, "sample_every_kimg": 0.0,
+                          "checkpoint_every_kimg": 0.0, **kw})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory: pytest.TempPathFactory, lfw: Path) -> Path:
+    """LFW → aligned archive of 2 people (prepare with a people list), 64-px crops."""
+    tmp = tmp_path_factory.mktemp("aligned")
+    src = tmp / "lfw"
+    for person, n in (("Aaron_Peirsol", 4), ("Colin_Powell", 4), ("Serena_Williams", 2)):
+        (src / person).mkdir(parents=True)
+        for i in range(1, n + 1):
+            name = f"{person}_{i:04d}.jpg"
+            (src / person / name).write_bytes((lfw / "images" / person / name).read_bytes())
+    people = tmp / "people.txt"
+    people.write_text("2\nAaron_Peirsol\t4\nColin_Powell\t4\n")
+    out = tmp / "aligned.h5"
+    _, counts = prepare(src, out, size=64, people=people)
+    assert counts["ok"] == 8 and counts["failed"] == 0
+    return out
+
+
+def test_prepare_layout(aligned: Path) -> None:
+    faces = load_aligned(aligned)
+    assert faces.images.shape == (8, 64, 64, 3) and faces.images.dtype == np.uint8
+    assert faces.identities == ["Aaron_Peirsol", "Colin_Powell"]
+    assert faces.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert faces.names[0] == "Aaron_Peirsol/Aaron_Peirsol_0001.jpg"
+    with h5py.File(aligned) as h5:
+        assert h5.attrs["faceanon_format"] == "images" and h5.attrs["aligned_size"] == 64
+    # An aligned face is centred: the middle of the crop is brighter-textured skin, not border.
+    assert faces.images[:, 16:48, 16:48].std() > 10
+
+
+def test_prepare_refusals(tmp_path: Path, lfw_sample: Path) -> None:
+    with pytest.raises(FaceanonError, match="no 'name count' lines"):
+        (tmp_path / "p.txt").write_text("\n")
+        read_people(tmp_path / "p.txt")
+    with pytest.raises(FaceanonError, match=".h5"):
+        prepare(lfw_sample, tmp_path / "out_folder", size=64)
+    with pytest.raises(FaceanonError, match="aligned-face archive"):
+        from faceanon.datasets import pack
+        pack(lfw_sample, tmp_path / "plain.h5")
+        load_aligned(tmp_path / "plain.h5")
+
+
+def test_diff_augment_is_random_and_differentiable() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 16, 16, requires_grad=True)
+    y = diff_augment(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    cut = diff_augment(torch.ones(64, 3, 16, 16), ("cutout",))
+    per_image = (cut == 0).float().mean(dim=(1, 2, 3))
+    assert per_image.max() == 0.25 and (per_image > 0).all()  # a half-size square, maybe clipped
+    moved = diff_augment(torch.ones(64, 1, 16, 16), ("translation",))
+    assert ((moved == 0) | (moved == 1)).all() and (moved == 0).any()
+
+
+def run_steps(trainer: GeneratorTrainer, n: int) -> None:
+    for _ in range(n):
+        trainer._accumulate(trainer.train_step())
+
+
+def log_losses(out: Path) -> list[dict]:
+    lines = [json.loads(x) for x in (out / LOG).read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "img_per_s"} for r in lines]
+
+
+def test_seeded_runs_are_identical_and_resume_continues_the_same_run(aligned: Path,
+                                                                      tmp_path: Path) -> None:
+    images = load_aligned(aligned).images
+    straight = GeneratorTrainer(images, tmp_path / "a", config())
+    run_steps(straight, 4)
+    twin = GeneratorTrainer(images, tmp_path / "b", config())
+    run_steps(twin, 4)
+    assert log_losses(tmp_path / "a") == log_losses(tmp_path / "b")
+
+    first = GeneratorTrainer(images, tmp_path / "c", config())
+    run_steps(first, 2)
+    first.save_checkpoint()
+    run_steps(first, 1)  # logged after the checkpoint: dropped and redone by the resume
+    resumed = GeneratorTrainer(images, tmp_path / "c", config(), resume=True)
+    assert resumed.step == 2 and resumed.nimg == 8
+    run_steps(resumed, 2)
+    assert log_losses(tmp_path / "c") == log_losses(tmp_path / "a")
+    for p, q in zip(straight.G_ema.parameters(), resumed.G_ema.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_resume_refusals(aligned: Path, tmp_path: Path) -> None:
+    images = load_aligned(aligned).images
+    GeneratorTrainer(images, tmp_path, config()).save_checkpoint()
+    with pytest.raises(FaceanonError, match="--resume"):
+        GeneratorTrainer(images, tmp_path, config())
+    with pytest.raises(FaceanonError, match="other settings.*batch"):
+        GeneratorTrainer(images, tmp_path, config(batch=8), resume=True)
+    with pytest.raises(FaceanonError, match="other data"):
+        GeneratorTrainer(images[:5], tmp_path, config(), resume=True)
+
+
+def test_train_writes_checkpoint_samples_and_fp16_export(aligned: Path, tmp_path: Path) -> None:
+    trainer = GeneratorTrainer(load_aligned(aligned).images, tmp_path,
+                               config(sample_every_kimg=0.008))
+    trainer.train(kimg=0.016)
+    assert trainer.step == 4
+    assert (tmp_path / CHECKPOINT).is_file()
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
+        "grid-000000kimg.png"]
+    state = torch.load(tmp_path / EXPORT, weights_only=True)
+    assert state["synthesis.b4.const"].dtype == torch.float16
+    info = json.loads((tmp_path / "generator.json").read_text())
+    assert info["arch"]["resolution"] == 16 and info["kimg"] == 0.016
+
+
+def test_cli_train_resume_and_register(aligned: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEANON_WEIGHTS", str(tmp_path / "weights"))
+    runner = CliRunner()
+    args = ["train", "generator", "--data", str(aligned), "--out", str(tmp_path / "run"),
+            "--preset", "tiny", "--batch", "4", "--device", "cpu", "--sample-every", "0",
+            "--json"]
+    first = runner.invoke(app, args + ["--kimg", "0.008"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args + ["--kimg", "0.008"])
+    assert again.exit_code == 2 and "--resume" in again.output
+    done = runner.invoke(app, args + ["--kimg", "0.016", "--resume", "--register", "test-gen"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.output.strip().splitlines()[-1])
+    assert summary["kimg"] == 0.016 and summary["registered"] == "test-gen"
+    entry = weights.entry("test-gen")
+    assert entry["kind"] == "generator" and entry["resolution"] == 32 and entry["kimg"] == 0.016
+    g = pretrained_generator("test-gen")
+    assert g(torch.randn(1, g.cfg.z_dim)).shape == (1, 3, 32, 32)
+
+
+def test_cli_prepare(lfw_sample: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    ok = runner.invoke(app, ["prepare", str(lfw_sample), "--out", str(tmp_path / "a.h5"),
+                             "--size", "64", "--json"])
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.output.strip().splitlines()[-1])
+    assert summary["ok"] == 7 and summary["failed"] == 0
+    assert load_aligned(tmp_path / "a.h5").identities == ["Aaron_Peirsol", "Colin_Powell",
+                                                          "Serena_Williams"]
+    bad = runner.invoke(app, ["prepare", str(lfw_sample), "--out", str(tmp_path / "dir")])
+    assert bad.exit_code == 2 and "must be a .h5 archive" in bad.output

@@ -13,7 +13,6 @@ import argparse
 import json
 import time
 
-import torch
 
 from faceanon.fid import InceptionFeatures, fid, generated_images, reference_stats
 from faceanon.nets.stylegan2 import pretrained_generator

@@ -9,9 +9,13 @@ Landmark order everywhere: left eye, right eye, nose tip, left mouth corner, rig
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Template", "TEMPLATES", "template_points", "similarity_transform", "invert_affine",
            "align", "transform_points"]

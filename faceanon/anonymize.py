@@ -25,7 +25,7 @@ from faceanon.composite import (DEFAULT_NO_FACE_POLICY, NO_FACE_POLICIES, NoFace
 from faceanon.datasets import NO_FACE, OK, Entry, Job, Result
 from faceanon.detect import Detector, Face
 from faceanon.errors import FaceanonError
-from faceanon.identity import Recognizer, cosine_similarity
+from faceanon.identity import MATCH_THRESHOLDS, Recognizer, cosine_similarity
 from faceanon.images import encode
 from faceanon.keys import Key
 
@@ -237,11 +237,6 @@ def obscure(image: np.ndarray, boxes: np.ndarray, mode: str) -> np.ndarray:
     return out
 
 
-# Cosine similarity above which dlib's recognizer takes two faces for one person: its EER
-# threshold on LFW pairs.txt (see README, `faceanon bench recognizer`).
-MATCH_THRESHOLD = 0.92
-
-
 def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DEFAULT_NO_FACE_POLICY,
                      min_face_size: float = 20.0, device: str = "cpu") -> Anonymizer:
     """An Anonymizer with the shipped models, checked before any image is touched."""
@@ -258,7 +253,7 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
     key = keys.load(key_path) if key_path is not None else None
     recognizer = load_recognizer("dlib", device)
     anonymizer = Anonymizer(method, Detector(min_face_size, device=device), key,  # type: ignore[arg-type]
-                            no_face, recognizer, MATCH_THRESHOLD)  # type: ignore[arg-type]
+                            no_face, recognizer, MATCH_THRESHOLDS["dlib"])  # type: ignore[arg-type]
     if method in ("kfaar", "ivfg"):
         from faceanon.virtual import load_virtual_faces
 

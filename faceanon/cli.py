@@ -58,6 +58,17 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def pick_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is usable, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FaceanonError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"faceanon {__version__}")
@@ -282,17 +293,6 @@ def bench_recognizer(
 
 
 # --- commands: anonymize ---
-
-
-def pick_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is usable, else ``cpu``."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FaceanonError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 @app.command()

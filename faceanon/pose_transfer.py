@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from faceanon.align import template_points
+from faceanon.errors import FaceanonError
 
 MAX_SHIFT = 0.06  # of the crop width
 

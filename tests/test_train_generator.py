@@ -15,7 +15,8 @@ from faceanon import weights
 from faceanon.cli import app
 from faceanon.errors import FaceanonError
 from faceanon.nets.stylegan2 import pretrained_generator
-from faceanon.training.aligned import load_aligned, prepare, read_people
+from faceanon.lfw import read_people
+from faceanon.training.aligned import load_aligned, prepare
 from faceanon.training.generator import (CHECKPOINT, EXPORT, LOG, GeneratorTrainer, TrainConfig,
                                          diff_augment)
 
@@ -62,7 +63,7 @@ def test_prepare_layout(aligned: Path) -> None:
 
 
 def test_prepare_refusals(tmp_path: Path, lfw_sample: Path) -> None:
-    with pytest.raises(FaceanonError, match="no 'name count' lines"):
+    with pytest.raises(FaceanonError, match="not an LFW people file"):
         (tmp_path / "p.txt").write_text("\n")
         read_people(tmp_path / "p.txt")
     with pytest.raises(FaceanonError, match=".h5"):

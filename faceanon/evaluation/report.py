@@ -18,7 +18,7 @@ needs only what the inputs allow:
 - FID of aligned crops and of whole images.
 
 The recognizer's threshold is the one given, else its EER threshold on LFW
-(:data:`DEFAULT_THRESHOLDS`); the baseline reports the originals' own EER threshold beside it.
+(:data:`faceanon.identity.MATCH_THRESHOLDS`); the baseline reports the originals' own EER threshold beside it.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from faceanon.errors import FaceanonError
 from faceanon.evaluation.expression import expression_similarity
 from faceanon.evaluation.pose import angle_error
 from faceanon.fsutil import atomic_write_bytes, atomic_write_text
-from faceanon.identity import Recognizer, cosine_similarity, load_recognizer
+from faceanon.identity import MATCH_THRESHOLDS, Recognizer, cosine_similarity, load_recognizer
+from faceanon.lfw import nearest_centre
 from faceanon.metrics import equal_error_rate, non_match_rate, roc_auc, roc_curve
 
-__all__ = ["EvalOptions", "DEFAULT_THRESHOLDS", "box_iou", "match_faces",
+__all__ = ["EvalOptions", "box_iou", "match_faces",
            "label_pairs", "evaluate", "draw_roc", "FeatureSet"]
 
 Progress = Callable[[int, int], None]
@@ -49,7 +50,6 @@ Progress = Callable[[int, int], None]
 # Cosine thresholds at each recognizer's EER on LFW pairs.txt (first 3 folds, 1,800 pairs,
 # deep-funneled images, MTCNN landmarks), as `faceanon bench recognizer --folds 3 --json`
 # reports them (eer_threshold): dlib EER 1.44 %, MobileFaceNet (flip-concatenated) EER 1.33 %.
-DEFAULT_THRESHOLDS: dict[str, float] = {"dlib": 0.906, "mobilefacenet": 0.252}
 
 # A virtual face is "at the same place" as its original when their boxes overlap this much.
 MIN_IOU = 0.3
@@ -181,12 +181,6 @@ def _images(path: Path) -> dict[str, Entry]:
     return {e.relpath: e for e in open_input(path).entries() if e.skip_reason is None}
 
 
-def _central(boxes: np.ndarray, image: np.ndarray) -> int | None:
-    from faceanon.lfw import _nearest_centre
-
-    return _nearest_centre(boxes, image)
-
-
 def _load(entry: Entry) -> np.ndarray | None:
     try:
         return entry.load()
@@ -257,7 +251,7 @@ def _faces_of_pair(models: _Models, relpath: str, label: str | None, orig: np.nd
         return []
     boxes_o = np.array([f.box for f in faces_o])
     marks_o = np.array([f.landmarks5 for f in faces_o])
-    central = _central(boxes_o, orig)
+    central = nearest_centre(boxes_o, orig)
     rec = models.recognizer
 
     def embed_version(image: np.ndarray, faces: list[Any]) -> tuple[np.ndarray, list[int | None], np.ndarray]:
@@ -374,7 +368,7 @@ def evaluate(anon: str | Path, orig: str | Path, options: EvalOptions,
     if options.threshold is not None:
         threshold, source = options.threshold, "given"
     else:
-        threshold = DEFAULT_THRESHOLDS[options.recognizer.partition(":")[0]]
+        threshold = MATCH_THRESHOLDS[options.recognizer.partition(":")[0]]
         source = "LFW pairs.txt EER"
     report["recognizer"] = {"name": models.recognizer.name, "threshold": threshold,
                             "threshold_source": source}
@@ -420,10 +414,10 @@ def evaluate(anon: str | Path, orig: str | Path, options: EvalOptions,
     else:
         not_measured["fid"] = "turned off (--no-fid)"
     report["kvfa"] = None
-    if options.key is not None:
-        # Hook for KFAAR's key-based verification (CRR/FAR/AUC of KVFA): it needs the KVFA
-        # verifier, which this version of faceanon does not have yet.
-        not_measured["kvfa"] = "the KVFA verifier is not part of this faceanon version yet"
+    if options.key is not None and pairs is not None and same.any() and (~same).any():
+        report["kvfa"] = _kvfa(central, pairs, same, orig_entries, anon_entries, options)
+    elif options.key is not None:
+        not_measured["kvfa"] = "needs labelled originals with two or more images of one person"
     report["not_measured"] = not_measured
     # Worst first: the faces that still match their original, by similarity.
     flagged = sorted((f for f in faces if f.flags), key=lambda f: -f.cosine)
@@ -437,11 +431,40 @@ def evaluate(anon: str | Path, orig: str | Path, options: EvalOptions,
     return report
 
 
+def _kvfa(central: list[_Face], pairs: np.ndarray, same: np.ndarray,
+          orig_entries: dict[str, Entry], anon_entries: dict[str, Entry],
+          options: EvalOptions) -> dict[str, Any]:
+    """KFAAR Table VI: the keyed KVFA feature of each virtual face against the KVFA feature of
+    the originals (same person vs different people), at the model's calibrated threshold."""
+    import torch
+
+    from faceanon import keys
+    from faceanon.kvfa import Verifier
+
+    verifier = Verifier.load(options.device)
+    key = keys.load(options.key)  # type: ignore[arg-type]
+    rec = verifier.recognizer
+    e_orig = np.concatenate([rec.embed_faces(orig_entries[f.relpath].load(), f.landmarks5[None])
+                             for f in central])
+    e_anon = np.concatenate([rec.embed_faces(anon_entries[f.relpath].load(), f.landmarks5[None])
+                             for f in central])
+    model = verifier.model
+    code = torch.from_numpy(key.code(verifier.model_id, model.key_dim))
+    with torch.inference_mode():
+        f_orig = model.features(torch.from_numpy(e_orig)).numpy()
+        f_virtual = model.keyed(torch.from_numpy(e_anon), code).numpy()
+    scores = (f_virtual[pairs[:, 0]] * f_orig[pairs[:, 1]]).sum(1)
+    t = verifier.threshold
+    return {"model": verifier.model_id, "threshold": t, "auc": roc_auc(scores, same),
+            "crr": float((scores[same] >= t).mean()), "far": float((scores[~same] >= t).mean()),
+            "same_pairs": int(same.sum()), "different_pairs": int((~same).sum())}
+
+
 def _check_keys(options: EvalOptions, settings: dict[str, Any], report: dict[str, Any],
                 not_measured: dict[str, str]) -> None:
     """Compare a given key with the fingerprint in ANON's run.json."""
     if options.key is None:
-        not_measured["kvfa"] = "needs --key (and the KVFA verifier)"
+        not_measured["kvfa"] = "needs --key (the key ANON was made with)"
         return
     from faceanon import keys
 

@@ -22,8 +22,9 @@ from faceanon.datasets import (NO_FACE, OK, ArchiveSource, Entry, Job, Result, S
 from faceanon.detect import Detector, Face
 from faceanon.errors import FaceanonError
 from faceanon.images import encode
+from faceanon.lfw import nearest_centre, read_people
 
-__all__ = ["AlignedFaces", "read_people", "central_face", "prepare", "load_aligned"]
+__all__ = ["AlignedFaces", "central_face", "prepare", "load_aligned"]
 
 TEMPLATE = "faceanon"
 JPEG_QUALITY = 92  # 128-px crops: ~5.4 kB each, LFW DevTrain (9,525 images) ≈ 49 MiB
@@ -44,25 +45,10 @@ class AlignedFaces:
         return int(self.images.shape[1])
 
 
-def read_people(path: str | Path) -> set[str]:
-    """Names from an LFW people list (``name<TAB>count`` lines; bare-count fold headers ignored)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise FaceanonError(f"cannot read people list: {e.strerror or e}", path) from None
-    people = {parts[0] for parts in (line.split() for line in lines) if len(parts) >= 2}
-    if not people:
-        raise FaceanonError("no 'name count' lines in people list", path)
-    return people
-
-
 def central_face(faces: list[Face], height: int, width: int) -> Face | None:
     """The face nearest the image centre: the subject of a portrait-style dataset like LFW."""
-    if not faces:
-        return None
-    centre = np.array([width / 2.0, height / 2.0])
-    return min(faces, key=lambda f: float(np.linalg.norm(
-        (f.box[:2] + f.box[2:]) / 2.0 - centre)))
+    i = nearest_centre(np.array([f.box for f in faces]).reshape(-1, 4), np.empty((height, width)))
+    return None if i is None else faces[i]
 
 
 class _PeopleSource:
@@ -112,7 +98,7 @@ def prepare(input_path: str | Path, out: str | Path, size: int = 128,
         raise FaceanonError(f"size must be a multiple of 4, at least 16; got {size}")
     source: Source = open_input(input_path)
     if people is not None:
-        source = _PeopleSource(source, read_people(people))
+        source = _PeopleSource(source, {name for fold in read_people(people) for name, _ in fold})
     job = Job("prepare", source, out, settings={"size": size, "template": TEMPLATE,
                                                 "people": None if people is None else str(people),
                                                 "jpeg_quality": JPEG_QUALITY})

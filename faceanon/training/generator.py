@@ -20,8 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,7 +33,7 @@ import torch.nn.functional as F
 from faceanon.errors import FaceanonError
 from faceanon.fid import (InceptionFeatures, Stats, fid, generated_images, reference_stats,
                           to_uint8)
-from faceanon.fsutil import atomic_write_text
+from faceanon.fsutil import atomic_torch_save, atomic_write_text
 from faceanon.images import save_image
 from faceanon.nets.stylegan2 import Discriminator, Generator, StyleGANConfig, preset
 
@@ -166,25 +164,11 @@ def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
     return grid
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_ema(g_ema: Generator, path: str | Path) -> dict[str, torch.Tensor]:
     """Write G_ema's state dict in fp16 (float tensors only) and return it."""
     state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in g_ema.state_dict().items()}
-    _atomic_torch_save(state, Path(path))
+    atomic_torch_save(state, Path(path))
     return state
 
 
@@ -272,7 +256,7 @@ class GeneratorTrainer:
         }
 
     def save_checkpoint(self) -> None:
-        _atomic_torch_save(self.state(), self.out / CHECKPOINT)
+        atomic_torch_save(self.state(), self.out / CHECKPOINT)
         self._since_ckpt = time.time()
 
     def _load(self, path: Path) -> None:

@@ -138,7 +138,7 @@ def train_projector(generator: Generator, recognizer: Recognizer, faces: Aligned
         if step % cfg.log_every == 0 or step == cfg.steps:
             rec = {"step": step, "seconds": round(time.time() - t0, 1),
                    "total": round(float(total.detach()), 4),
-                   **{k: round(float(v), 4) for k, v in losses.items()}}
+                   **{k: round(float(v.detach()), 4) for k, v in losses.items()}}
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
             if log:

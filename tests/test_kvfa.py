@@ -1,0 +1,69 @@
+import json
+import os
+import stat
+
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from faceanon import keys
+from faceanon.cli import app
+from faceanon.nets.kvfa import KVFA
+from faceanon.training.kvfa import KVFAData, KVFAConfig, evaluate, train_kvfa
+
+runner = CliRunner()
+
+
+def toy_data(n_people: int = 40, per: int = 3, dim: int = 16, seed: int = 0) -> KVFAData:
+    """Originals as random identity vectors; a 'virtual face' = a fixed mix of identity and key."""
+    rng = np.random.default_rng(seed)
+    ident = rng.normal(size=(n_people, dim))
+    person = np.repeat(np.arange(n_people), per)
+    original = ident[person] + 0.1 * rng.normal(size=(len(person), dim))
+    key_list = [keys.generate() for _ in range(8)]
+    key_index = np.stack([rng.choice(8, 2, replace=False) for _ in range(n_people)])[person]
+    key_vecs = rng.normal(size=(8, dim))
+    virtual = np.stack([np.tanh(original + key_vecs[key_index[:, s]]) for s in (0, 1)], 1)
+    return KVFAData(original.astype(np.float32), virtual.astype(np.float32), person, key_index,
+                    key_list)
+
+
+def test_kvfa_learns_right_key_matches(tmp_path):
+    data = toy_data(n_people=100)
+    cfg = KVFAConfig(steps=1500, batch=32, key_pool=8, dim=16, key_dim=32, hidden=64, lr=1e-3)
+    model, report = train_kvfa(data, tmp_path, cfg, "kvfa-test")
+    assert (tmp_path / "kvfa.pt").exists() and (tmp_path / "log.jsonl").exists()
+    assert report["auc"] > 0.75
+    assert report["mean_genuine"] > report["mean_wrong_key"] + 0.2
+    assert report["mean_genuine"] > report["mean_impostor"] + 0.2
+
+
+def test_kvfa_outputs_unit_vectors_and_depend_on_key():
+    model = KVFA(in_dim=16, dim=8, key_dim=32, hidden=32)
+    e = torch.randn(4, 16)
+    k1, k2 = (torch.from_numpy(keys.generate().code("m", 32)) for _ in range(2))
+    a, b = model.keyed(e, k1), model.keyed(e, k2)
+    assert torch.allclose(a.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert not torch.allclose(a, b)
+
+
+def test_enroll_and_verify_with_the_shipped_model(lfw_sample, tmp_path):
+    photo = lfw_sample / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    other = lfw_sample / "Colin_Powell" / "Colin_Powell_0002.jpg"
+    key = tmp_path / "k.bin"
+    keys.save(keys.generate(), key)
+    ref = tmp_path / "ref.npy"
+    res = runner.invoke(app, ["enroll", str(photo), "--out", str(ref), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert stat.S_IMODE(os.stat(ref).st_mode) == 0o600 and np.load(ref).ndim == 1
+    by_photo = runner.invoke(app, ["verify", str(other), "--key", str(key), "--ref", str(photo),
+                                   "--device", "cpu", "--json"])
+    by_ref = runner.invoke(app, ["verify", str(other), "--key", str(key), "--ref", str(ref),
+                                 "--device", "cpu", "--json"])
+    assert by_photo.exit_code in (0, 1) and by_ref.exit_code == by_photo.exit_code
+    a, b = (json.loads(r.output.splitlines()[-1]) for r in (by_photo, by_ref))
+    assert abs(a["similarity"] - b["similarity"]) < 1e-4 and set(a) == {"similarity", "threshold", "match"}
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    res = runner.invoke(app, ["verify", str(other), "--key", str(key), "--ref",
+                              str(tmp_path / "bad.npy"), "--device", "cpu"])
+    assert res.exit_code == 2 and "enrolment" in res.output

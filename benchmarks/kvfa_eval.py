@@ -22,7 +22,7 @@ from faceanon.identity import load_recognizer
 from faceanon.keys import Key
 from faceanon.kvfa import Verifier
 from faceanon.training.aligned import load_aligned
-from faceanon.training.kvfa import KVFAConfig, build_data, evaluate
+from faceanon.training.kvfa import KVFAConfig, build_data, evaluate, pair_scores
 from faceanon.virtual import load_virtual_faces
 
 
@@ -46,7 +46,11 @@ def main() -> None:
     data = build_data(faces, virtual, recognizer, KVFAConfig(key_pool=args.keys, seed=7))
     model = verifier.model
     codes = torch.from_numpy(np.stack([k.code(verifier.model_id, model.key_dim) for k in data.keys]))
-    report = evaluate(model, data, codes)
+    report = evaluate(model, data, codes)  # EER, AUC and the EER threshold of these pairs
+    s = pair_scores(model, data, codes, np.random.default_rng(1))
+    report["at_model_threshold"] = {"threshold": verifier.threshold,
+                                    "crr": float((s["genuine"] >= verifier.threshold).mean()),
+                                    "far": float((s["impostor"] >= verifier.threshold).mean())}
 
     # Scenario 1: key but no KVFA. The attacker makes a virtual face from another photo of the
     # same person with the right key and compares it with the published one (dlib cosine).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, get_args
+from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
 
 import cv2
 import numpy as np
@@ -28,6 +28,10 @@ from faceanon.errors import FaceanonError
 from faceanon.identity import MATCH_THRESHOLDS, Recognizer, cosine_similarity
 from faceanon.images import encode
 from faceanon.keys import Key
+
+if TYPE_CHECKING:
+    from faceanon.pose_transfer import PoseTransfer
+    from faceanon.virtual import VirtualFaces
 
 Method = Literal["kfaar", "ivfg", "blur", "pixelate"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -47,8 +51,8 @@ class Anonymizer:
     no_face: NoFacePolicy = DEFAULT_NO_FACE_POLICY
     recognizer: Recognizer | None = None   # E and the post-check's R; None skips the post-check
     match_threshold: float = 0.0           # cosine above which a face still "is" the original
-    virtual: Any = None                    # faceanon.virtual.VirtualFaces for kfaar / ivfg
-    pose: Any = None                       # faceanon.pose_transfer.PoseTransfer for kfaar
+    virtual: VirtualFaces | None = None    # kfaar and ivfg
+    pose: PoseTransfer | None = None       # kfaar
     model_ids: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -147,8 +151,10 @@ class Anonymizer:
     def _virtual(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
         """Virtual faces for aligned crops; kfaar also gives them the originals' pose."""
         assert self.key is not None
+        assert self.virtual is not None
         virtual = self.virtual.generate(identities, self.key, CROP, attempt)
         if self.method == "kfaar":
+            assert self.pose is not None
             virtual = np.stack([self.pose(v, o) for v, o in zip(virtual, crops)])
         return virtual
 

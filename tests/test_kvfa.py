@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from faceanon import keys
 from faceanon.cli import app
 from faceanon.nets.kvfa import KVFA
-from faceanon.training.kvfa import KVFAData, KVFAConfig, evaluate, train_kvfa
+from faceanon.training.kvfa import KVFAConfig, KVFAData, train_kvfa
 
 runner = CliRunner()
 

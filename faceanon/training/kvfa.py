@@ -104,7 +104,7 @@ class _Sampler:
 
     def sample(self, n: int) -> tuple[np.ndarray, ...]:
         people = self.rng.choice(self.people, n)
-        x1 = np.empty(n, int); x2 = np.empty(n, int); y = np.empty(n, int)
+        x1, x2, y = (np.empty(n, int) for _ in range(3))
         s1 = self.rng.integers(0, 2, n)
         for i, p in enumerate(people):
             x1[i], x2[i] = self.rng.choice(self.by_person[int(p)], 2, replace=False)
@@ -145,10 +145,9 @@ def train_kvfa(data: KVFAData, out: str | Path, cfg: KVFAConfig, model_id: str) 
         x1, x2, y, s1 = sampler.sample(cfg.batch)
         k1 = train.key_index[x1, s1]
         k2 = train.key_index[x1, 1 - s1]
-        sy = slot_of(train, y, k1)
         v11 = virt[x1, s1]
-        v21 = virt[x2, np.where(slot_of(train, x2, k1) >= 0, slot_of(train, x2, k1), s1)]
-        vy1 = virt[y, np.maximum(sy, 0)]
+        v21 = virt[x2, s1]  # a person's images share their two keys, in the same slots
+        vy1 = virt[y, np.maximum(slot_of(train, y, k1), 0)]
         f_x1 = model.features(orig[x1])
         i11 = model.keyed(v11, codes[k1])
         losses = {

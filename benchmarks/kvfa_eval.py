@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     recognizer = load_recognizer("dlib")
     verifier = Verifier.load()
-    virtual = load_virtual_faces(recognizer)
+    virtual = load_virtual_faces()
     faces = load_aligned(args.data)
     data = build_data(faces, virtual, recognizer, KVFAConfig(key_pool=args.keys, seed=7))
     model = verifier.model

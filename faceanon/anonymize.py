@@ -263,7 +263,7 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
     if method in ("kfaar", "ivfg"):
         from faceanon.virtual import load_virtual_faces
 
-        anonymizer.virtual = load_virtual_faces(recognizer, device)
+        anonymizer.virtual = load_virtual_faces(device)
         names = [anonymizer.virtual.model_id, anonymizer.virtual.generator_name]
         if method == "kfaar":
             from faceanon.landmarks import Landmarks68

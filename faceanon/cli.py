@@ -507,15 +507,14 @@ def train_pose_basis_cmd(
             None, "--register", help="Add the basis to weights/ under this name.")) -> None:
     """Learn which landmark motions are pose/expression (within a person) for pose transfer."""
     from faceanon import weights
-    from faceanon.training.aligned import load_aligned
     from faceanon.training.pose_basis import train_pose_basis
 
-    basis = train_pose_basis(data, out_path)
+    basis, n_faces = train_pose_basis(data, out_path)
     out.print(f"{len(basis.within_share)} pose/expression directions; wrote {out_path}",
               highlight=False)
     if register_as:
         weights.register(register_as, "pose-basis", out_path, default=True,
-                         trained_on=f"{data.name} ({len(load_aligned(data).images)} faces)",
+                         trained_on=f"{data.name} ({n_faces} faces)",
                          directions=len(basis.within_share))
 
 
@@ -540,7 +539,7 @@ def train_kvfa_cmd(
     device = pick_device(device)
     recognizer = load_recognizer("dlib", device)
     cfg = KVFAConfig(steps=steps, key_pool=key_pool)
-    kvfa_data = build_data(load_aligned(data), load_virtual_faces(recognizer, device), recognizer,
+    kvfa_data = build_data(load_aligned(data), load_virtual_faces(device), recognizer,
                            cfg)
     name = register_as or "kvfa"
     model, report = train_kvfa(kvfa_data, out_dir, cfg, name)

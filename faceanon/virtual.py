@@ -24,11 +24,10 @@ CHUNK = 8  # faces per generator call, fixed (see VirtualFaces.generate)
 class VirtualFaces:
     """Generates a virtual face per identity embedding under a key."""
 
-    def __init__(self, generator: Generator, projector: KeyProjector, encoder: Recognizer,
-                 model_id: str, psi: float = 0.8, generator_name: str = "") -> None:
+    def __init__(self, generator: Generator, projector: KeyProjector, model_id: str,
+                 psi: float = 0.8, generator_name: str = "") -> None:
         self.generator = generator.eval().requires_grad_(False)
         self.projector = projector.eval().requires_grad_(False)
-        self.encoder = encoder
         self.model_id = model_id
         self.generator_name = generator_name
         self.psi = psi
@@ -87,7 +86,7 @@ def recognizer_input(images: torch.Tensor, recognizer: Recognizer) -> torch.Tens
     return warp_tensor(images, m, recognizer.width, recognizer.height)
 
 
-def load_virtual_faces(encoder: Recognizer, device: str | torch.device = "cpu",
+def load_virtual_faces(device: str | torch.device = "cpu",
                        projector: str | None = None) -> VirtualFaces:
     """The shipped projector (default from ``weights/manifest.json``) and the generator it was
     trained for, both checked against their SHA-256, on ``device``."""
@@ -98,5 +97,5 @@ def load_virtual_faces(encoder: Recognizer, device: str | torch.device = "cpu",
     g = pretrained_generator(g_name, device)
     p = KeyProjector(**p_entry["arch"])
     p.load_state_dict({k: v.float() for k, v in weights.load_weights(p_entry["name"]).items()})
-    return VirtualFaces(g, p.to(device), encoder, model_id=p_entry["name"],
+    return VirtualFaces(g, p.to(device), model_id=p_entry["name"],
                         psi=float(p_entry.get("psi", 0.8)), generator_name=g_name)

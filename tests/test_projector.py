@@ -27,7 +27,7 @@ def tiny_virtual(seed: int = 0) -> VirtualFaces:
     torch.manual_seed(seed)
     g = Generator(preset("tiny"))
     p = KeyProjector(id_dim=128, key_dim=64, z_dim=g.cfg.z_dim, hidden=64, layers=2)
-    return VirtualFaces(g, p, encoder=None, model_id="test/v1")  # type: ignore[arg-type]
+    return VirtualFaces(g, p, model_id="test/v1")
 
 
 def test_virtual_faces_are_deterministic_and_key_driven():

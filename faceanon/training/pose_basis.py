@@ -14,8 +14,9 @@ from faceanon.training.aligned import load_aligned
 
 
 def train_pose_basis(data: str | Path, out: str | Path, min_within_share: float = 0.5,
-                     progress: Callable[[int, int], None] | None = None) -> PoseBasis:
-    """68 landmarks on every aligned crop, then the within/between-person split; saves ``out``."""
+                     progress: Callable[[int, int], None] | None = None) -> tuple[PoseBasis, int]:
+    """68 landmarks on every aligned crop, then the within/between-person split; saves ``out``.
+    Returns the basis and the number of faces it was fitted on."""
     faces = load_aligned(data)
     warp = LandmarkWarp(PoseBasis(np.eye(136), faces.size, np.ones(136)), Landmarks68(),
                         faces.template)
@@ -26,4 +27,4 @@ def train_pose_basis(data: str | Path, out: str | Path, min_within_share: float 
             progress(i + 1, len(faces.images))
     basis = fit_pose_basis(shapes, faces.labels, faces.size, min_within_share)
     atomic_torch_save(basis.state_dict(), out)
-    return basis
+    return basis, len(faces.images)

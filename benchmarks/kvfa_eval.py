@@ -43,7 +43,7 @@ def main() -> None:
     verifier = Verifier.load()
     virtual = load_virtual_faces()
     faces = load_aligned(args.data)
-    data = build_data(faces, virtual, recognizer, KVFAConfig(key_pool=args.keys, seed=7))
+    data = build_data(faces, virtual, recognizer, KVFAConfig(key_pool=args.keys, val_share=1.0, seed=7))
     model = verifier.model
     codes = torch.from_numpy(np.stack([k.code(verifier.model_id, model.key_dim) for k in data.keys]))
     report = evaluate(model, data, codes)  # EER, AUC and the EER threshold of these pairs

@@ -155,6 +155,9 @@ class Anonymizer:
         virtual = self.virtual.generate(identities, self.key, CROP, attempt)
         if self.method == "kfaar":
             assert self.pose is not None
+            shift = self.pose.latent_shift(virtual, crops)
+            if shift is not None:
+                virtual = self.virtual.generate(identities, self.key, CROP, attempt, shift)
             virtual = np.stack([self.pose(v, o) for v, o in zip(virtual, crops)])
         return virtual
 
@@ -267,12 +270,18 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
         names = [anonymizer.virtual.model_id, anonymizer.virtual.generator_name]
         if method == "kfaar":
             from faceanon.landmarks import Landmarks68
-            from faceanon.pose_transfer import LandmarkWarp, PoseBasis
+            from faceanon.pose_transfer import LandmarkWarp, LatentPose, PoseBasis
 
             basis_entry = weights.default_entry("pose-basis")
             names.append(basis_entry["name"])
+            latent_entry = next((m for m in weights.entries() if m["kind"] == "latent-pose"
+                                 and m.get("generator") == anonymizer.virtual.generator_name), None)
+            latent = None
+            if latent_entry is not None:
+                names.append(latent_entry["name"])
+                latent = LatentPose.from_state_dict(weights.load_weights(latent_entry["name"]))
             anonymizer.pose = LandmarkWarp(PoseBasis.from_state_dict(
-                weights.load_weights(basis_entry["name"])), Landmarks68())
+                weights.load_weights(basis_entry["name"])), Landmarks68(), latent=latent)
         anonymizer.model_ids = {n: weights.entry(n)["sha256"][:16] for n in names}
     return anonymizer
 

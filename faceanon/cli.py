@@ -518,13 +518,43 @@ def train_pose_basis_cmd(
                          directions=len(basis.within_share))
 
 
+@train_app.command("latent-pose")
+@user_errors
+def train_latent_pose_cmd(
+        out_path: Path = typer.Option(..., "--out", "-o", help="File to write (.pt)."),
+        generator: Optional[str] = typer.Option(None, help="Generator weights (default: shipped)."),
+        faces: int = typer.Option(2000, help="Random faces to fit on."),
+        register_as: Optional[str] = typer.Option(
+            None, "--register", help="Add it to weights/ under this name.")) -> None:
+    """Learn how the generator's latent moves face landmarks, for kfaar's pose control."""
+    from faceanon import weights
+    from faceanon.fsutil import atomic_torch_save
+    from faceanon.landmarks import Landmarks68
+    from faceanon.nets.stylegan2 import pretrained_generator
+    from faceanon.pose_transfer import PoseBasis, fit_latent_pose
+
+    g_name = (weights.entry(generator) if generator else weights.default_entry("generator"))["name"]
+    psi = float(weights.default_entry("projector").get("psi", 0.8))
+    basis = PoseBasis.from_state_dict(weights.load_weights(weights.default_entry("pose-basis")["name"]))
+    latent, report = fit_latent_pose(pretrained_generator(g_name, "cpu"), Landmarks68(), basis, psi,
+                                     n=faces)
+    atomic_torch_save(latent.state_dict(), out_path)
+    out.print(f"held-out R²: landmarks {report['r2_landmarks']:.3f}, pose/expression part "
+              f"{report['r2_pose_part']:.3f}; wrote {out_path}", highlight=False)
+    if register_as:
+        weights.register(register_as, "latent-pose", out_path, default=True, generator=g_name,
+                         psi=psi, faces=faces, **{k: round(v, 4) for k, v in report.items()
+                                                  if k.startswith("r2")})
+
+
 @train_app.command("kvfa")
 @user_errors
 def train_kvfa_cmd(
         data: Path = typer.Option(..., "--data", help="Aligned archive from `faceanon prepare`."),
         out_dir: Path = typer.Option(..., "--out", "-o", help="Run folder (weights, log, report)."),
         steps: int = typer.Option(4000, help="Optimisation steps."),
-        key_pool: int = typer.Option(128, "--key-pool", help="Random keys to make faces with."),
+        key_pool: int = typer.Option(1024, "--key-pool", help="Random training keys (each person "
+                                     "gets 4; held-out people get their own)."),
         device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
         register_as: Optional[str] = typer.Option(
             None, "--register", help="Add KVFA to weights/ under this name."),

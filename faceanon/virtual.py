@@ -52,14 +52,20 @@ class VirtualFaces:
         z = self.projector(identity, key_code)
         return self.generator.styles(z, self.psi if psi is None else psi)
 
-    def images(self, identity: torch.Tensor, key_code: torch.Tensor) -> torch.Tensor:
-        """Virtual faces [N, 3, R, R] in [0, 1] on the generator's crop template."""
-        out = self.generator.synthesize(self.latents(identity, key_code), noise_mode="const")
+    def images(self, identity: torch.Tensor, key_code: torch.Tensor,
+               w_shift: torch.Tensor | None = None) -> torch.Tensor:
+        """Virtual faces [N, 3, R, R] in [0, 1] on the generator's crop template; ``w_shift``
+        [N, w_dim] moves each latent (pose control) after the key projection."""
+        ws = self.latents(identity, key_code)
+        if w_shift is not None:
+            ws = ws + w_shift[:, None, :].to(ws.dtype)
+        out = self.generator.synthesize(ws, noise_mode="const")
         return ((out + 1) / 2).clamp(0, 1)
 
-    def generate(self, identity: np.ndarray, key: Key, size: int = 128, attempt: int = 0
-                 ) -> np.ndarray:
-        """(N, D) embeddings → (N, size, size, 3) uint8 crops on the ``faceanon`` template.
+    def generate(self, identity: np.ndarray, key: Key, size: int = 128, attempt: int = 0,
+                 w_shift: np.ndarray | None = None) -> np.ndarray:
+        """(N, D) embeddings (and optional (N, w_dim) latent shifts) → (N, size, size, 3) uint8
+        crops on the ``faceanon`` template.
 
         The generator always runs on chunks of ``CHUNK`` faces (the last one padded), because
         convolution kernels round differently at different batch sizes: a face's pixels must
@@ -71,7 +77,12 @@ class VirtualFaces:
             for start in range(0, len(identity), CHUNK):
                 part = np.asarray(identity[start:start + CHUNK], dtype=np.float32)
                 padded = np.concatenate([part, np.repeat(part[:1], CHUNK - len(part), 0)])
-                img = self.images(torch.from_numpy(padded).to(self.device), code)[:len(part)]
+                shift = None
+                if w_shift is not None:
+                    s = np.asarray(w_shift[start:start + CHUNK], dtype=np.float32)
+                    shift = torch.from_numpy(np.concatenate([s, np.repeat(s[:1], CHUNK - len(s), 0)]))
+                img = self.images(torch.from_numpy(padded).to(self.device), code,
+                                  None if shift is None else shift.to(self.device))[:len(part)]
                 if img.shape[-1] != size:
                     img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
                                         align_corners=False)

@@ -12,26 +12,31 @@ from faceanon.nets.kvfa import KVFA
 from faceanon.training.kvfa import KVFAConfig, KVFAData, train_kvfa
 
 runner = CliRunner()
+TOY_MODEL = "kvfa-test"
 
 
 def toy_data(n_people: int = 40, per: int = 3, dim: int = 16, seed: int = 0) -> KVFAData:
-    """Originals as random identity vectors; a 'virtual face' = a fixed mix of identity and key."""
+    """Originals as random identity vectors; a 'virtual face' = identity mixed with a fixed
+    linear map of the key's code, so a verifier can learn to undo keys it never saw."""
     rng = np.random.default_rng(seed)
     ident = rng.normal(size=(n_people, dim))
     person = np.repeat(np.arange(n_people), per)
     original = ident[person] + 0.1 * rng.normal(size=(len(person), dim))
-    key_list = [keys.Key(rng.bytes(32), 0) for _ in range(8)]  # fixed: the test is repeatable
-    key_index = np.stack([rng.choice(8, 2, replace=False) for _ in range(n_people)])[person]
-    key_vecs = rng.normal(size=(8, dim))
-    virtual = np.stack([np.tanh(original + key_vecs[key_index[:, s]]) for s in (0, 1)], 1)
+    key_list = [keys.Key(rng.bytes(32), 0) for _ in range(200)]  # fixed: the test is repeatable
+    held = np.arange(n_people) >= n_people * 0.9  # held-out people use keys 160-199, unseen in training
+    key_index = np.stack([rng.choice(40, 2, replace=False) + 160 if h else rng.choice(160, 2, replace=False)
+                          for h in held])[person]
+    codes = np.stack([k.code(TOY_MODEL, 32) for k in key_list])
+    key_vecs = codes @ rng.normal(size=(32, dim)) / np.sqrt(32)
+    virtual = np.stack([original + key_vecs[key_index[:, s]] for s in (0, 1)], 1)
     return KVFAData(original.astype(np.float32), virtual.astype(np.float32), person, key_index,
-                    key_list)
+                    key_list, held[person])
 
 
 def test_kvfa_learns_right_key_matches(tmp_path):
-    data = toy_data(n_people=100)
-    cfg = KVFAConfig(steps=1500, batch=32, key_pool=8, dim=16, key_dim=32, hidden=64, lr=1e-3)
-    model, report = train_kvfa(data, tmp_path, cfg, "kvfa-test")
+    data = toy_data(n_people=200)
+    cfg = KVFAConfig(steps=2000, batch=32, key_pool=160, dim=16, key_dim=32, hidden=64, lr=1e-3)
+    model, report = train_kvfa(data, tmp_path, cfg, TOY_MODEL)
     assert (tmp_path / "kvfa.pt").exists() and (tmp_path / "log.jsonl").exists()
     assert report["auc"] > 0.75
     assert report["mean_genuine"] > report["mean_wrong_key"] + 0.2

@@ -1,6 +1,11 @@
 import numpy as np
 
-from faceanon.pose_transfer import PoseBasis, fit_pose_basis, smooth_warp
+import torch
+
+from faceanon.landmarks import Landmarks68
+from faceanon.nets.stylegan2 import Generator, preset
+from faceanon.pose_transfer import (LatentPose, PoseBasis, fit_latent_pose, fit_pose_basis,
+                                    smooth_warp)
 
 
 def synthetic_shapes(seed: int = 0):
@@ -49,3 +54,35 @@ def test_warp_moves_landmarks_and_pins_the_border():
     ramp = np.repeat(np.linspace(0, 255, 128)[None, :, None], 128, 0).repeat(3, 2).astype(np.uint8)
     moved = smooth_warp(ramp, src, dst)
     assert np.abs(moved[0].astype(int) - ramp[0]).max() <= 2, "border rows stay in place"
+
+
+def test_latent_shift_poses_through_the_response_and_ignores_face_shape():
+    shapes, labels, ident_dirs, pose_dirs = synthetic_shapes(2)
+    basis = fit_pose_basis(shapes, labels, size=128)
+    rng = np.random.default_rng(0)
+    response = rng.normal(size=(136, 32))  # landmarks move by response @ dw
+    latent = LatentPose(response, max_norm=1e6, ridge=1e-6)
+    virtual = shapes[0]
+    pose = (pose_dirs @ rng.normal(size=6)).reshape(68, 2)
+    dw = latent.shift(basis, [virtual + pose], [virtual], 128)[0]
+    moved = (response @ dw).reshape(68, 2)
+    assert np.abs(basis.pose_part(moved - pose, 128)).max() < 0.05 * np.abs(pose).max()
+    ident = (ident_dirs @ rng.normal(size=10)).reshape(68, 2)
+    assert np.linalg.norm(latent.shift(basis, [virtual + ident], [virtual], 128)) < \
+        0.1 * np.linalg.norm(dw), "another face shape is not a pose to copy"
+    capped = LatentPose(response, max_norm=0.01, ridge=1e-6).shift(basis, [virtual + pose], [virtual], 128)
+    assert np.linalg.norm(capped) <= 0.01 + 1e-9
+    both = latent.shift(basis, [virtual + pose, virtual], [virtual, virtual], 128)
+    assert np.array_equal(both[0], dw) and not both[1].any(), "face by face, batch-independent"
+
+
+def test_fit_latent_pose_on_a_small_generator():
+    torch.manual_seed(0)
+    g = Generator(preset("tiny")).eval()
+    shapes, labels, _, _ = synthetic_shapes(3)
+    basis = fit_pose_basis(shapes, labels, size=128)
+    latent, report = fit_latent_pose(g, Landmarks68(), basis, psi=0.8, n=60)
+    assert latent.response.shape == (136, g.cfg.w_dim) and latent.max_norm > 0
+    assert report["faces"] == 60 and report["r2_landmarks"] <= 1
+    again = LatentPose.from_state_dict(latent.state_dict())
+    assert np.allclose(again.response, latent.response, atol=1e-4)

@@ -1,8 +1,10 @@
 """Training KVFA (KFAAR Eq. 17–24) on virtual faces made by the project's own generator.
 
 Virtual faces are generated once per (image, key) and embedded by the frozen backbone, so the
-training loop only runs KVFA's small heads. Each person gets two keys from a shared pool; a
-pool key is used by several people, which gives the "different faces, same key" pairs.
+training loop only runs KVFA's small heads. Each person gets a few keys from a large shared
+pool (a pool key is used by several people, which gives the "different faces, same key" pairs),
+so KVFA learns to invert the key projection for keys in general rather than for a few keys:
+the validation people and their keys are both unseen in training.
 
 - L_pmis1 = L_cos(I(v(x1,k1)), I(x1), −1)          virtual face ≠ original without the key
 - L_pmis2 = L_cos(I(v(x1,k1), k2), I(x1), −1)      wrong key: no match
@@ -38,7 +40,8 @@ class KVFAConfig:
     batch: int = 64
     lr: float = 1e-4
     margin: float = 0.2
-    key_pool: int = 128
+    key_pool: int = 1024
+    keys_per_person: int = 4
     max_images_per_person: int = 4
     dim: int = 128
     key_dim: int = 128
@@ -49,70 +52,92 @@ class KVFAConfig:
 
 @dataclass
 class KVFAData:
-    """Backbone embeddings: originals (N, D) and their virtual faces under two keys (N, 2, D)."""
+    """Backbone embeddings: originals (N, D) and their virtual faces under K keys (N, K, D).
+
+    ``holdout`` rows belong to validation people, whose keys are disjoint from the training
+    people's: validation measures unseen people under unseen keys, as a user's key will be.
+    """
 
     original: np.ndarray
     virtual: np.ndarray
     person: np.ndarray      # (N,) person index
-    key_index: np.ndarray   # (N, 2) indices into ``keys``
+    key_index: np.ndarray   # (N, K) indices into ``keys``
     keys: list[Key]
+    holdout: np.ndarray     # (N,) bool
 
     def subset(self, rows: np.ndarray) -> "KVFAData":
         return KVFAData(self.original[rows], self.virtual[rows], self.person[rows],
-                        self.key_index[rows], self.keys)
+                        self.key_index[rows], self.keys, self.holdout[rows])
 
 
 def build_data(faces: AlignedFaces, virtual: VirtualFaces, recognizer: Recognizer,
                cfg: KVFAConfig) -> KVFAData:
-    """Embed every original and its virtual faces under the person's two pool keys."""
+    """Embed up to ``max_images_per_person`` originals per person and their virtual faces under
+    the person's ``keys_per_person`` keys.
+
+    Keys come from a pool shared by several people (the "different faces, same key" pairs of
+    L_pmis3); held-out people draw from their own pool of ``key_pool * val_share`` fresh keys.
+    """
     rng = np.random.default_rng(cfg.seed)
-    keys = [Key(secrets.token_bytes(32), 0) for _ in range(cfg.key_pool)]
-    rows, key_index = [], []
-    for p in np.unique(faces.labels):
+    people = [p for p in np.unique(faces.labels) if (faces.labels == p).sum() >= 2]
+    n_val = max(2, int(len(people) * cfg.val_share)) if cfg.val_share > 0 else 0
+    val_people = set(rng.choice(people, n_val, replace=False).tolist()) if n_val else set()
+    n_train_keys = cfg.key_pool if len(val_people) < len(people) else 0
+    n_val_keys = max(cfg.keys_per_person + 1, int(cfg.key_pool * cfg.val_share)) if n_val else 0
+    keys = [Key(secrets.token_bytes(32), 0) for _ in range(n_train_keys + n_val_keys)]
+    rows, key_index, holdout = [], [], []
+    for p in people:
         idx = np.flatnonzero(faces.labels == p)
-        if len(idx) < 2:
-            continue
         chosen = rng.choice(idx, min(len(idx), cfg.max_images_per_person), replace=False)
-        pair = rng.choice(cfg.key_pool, 2, replace=False)
+        held = p in val_people
+        lo, n = (n_train_keys, n_val_keys) if held else (0, n_train_keys)
+        person_keys = lo + rng.choice(n, cfg.keys_per_person, replace=False)
         rows += list(chosen)
-        key_index += [pair] * len(chosen)
+        key_index += [person_keys] * len(chosen)
+        holdout += [held] * len(chosen)
     rows_arr, key_arr = np.array(rows), np.array(key_index)
     subset = AlignedFaces(faces.images[rows_arr], faces.labels[rows_arr], faces.identities, [],
                           faces.template)
     original = chip_embeddings(subset, recognizer)
-    out = np.zeros((len(rows_arr), 2, original.shape[1]), np.float32)
+    codes = torch.from_numpy(np.stack([virtual.key_code(k).cpu().numpy() for k in keys]))
+    flat_rows = np.repeat(np.arange(len(rows_arr)), cfg.keys_per_person)
+    flat_keys = key_arr.reshape(-1)
+    out = np.zeros((len(flat_rows), original.shape[1]), np.float32)
     with torch.inference_mode():
-        for k in range(cfg.key_pool):
-            for slot in (0, 1):
-                sel = np.flatnonzero(key_arr[:, slot] == k)
-                for start in range(0, len(sel), 64):
-                    part = sel[start:start + 64]
-                    ident = torch.from_numpy(original[part]).to(virtual.device)
-                    images = virtual.images(ident, virtual.key_code(keys[k]))
-                    out[part, slot] = recognizer.embed(recognizer_input(images, recognizer)).cpu().numpy()
-    return KVFAData(original, out, faces.labels[rows_arr], key_arr, keys)
+        for start in range(0, len(flat_rows), 64):
+            part = slice(start, start + 64)
+            ident = torch.from_numpy(original[flat_rows[part]]).to(virtual.device)
+            images = virtual.images(ident, codes[flat_keys[part]].to(virtual.device))
+            out[part] = recognizer.embed(recognizer_input(images, recognizer)).cpu().numpy()
+    return KVFAData(original, out.reshape(len(rows_arr), cfg.keys_per_person, -1),
+                    faces.labels[rows_arr], key_arr, keys, np.array(holdout, bool))
 
 
 class _Sampler:
+    """Triplets (x1, x2 same person; y another person holding x1's key) and key slots."""
+
     def __init__(self, data: KVFAData, rng: np.random.Generator) -> None:
         self.data, self.rng = data, rng
         self.by_person = {int(p): np.flatnonzero(data.person == p) for p in np.unique(data.person)}
         self.people = [p for p, idx in self.by_person.items() if len(idx) >= 2]
-        self.by_key: dict[int, np.ndarray] = {}
-        for k in range(len(data.keys)):
-            self.by_key[k] = np.flatnonzero((data.key_index == k).any(1))
+        flat_keys = data.key_index.reshape(-1)
+        order = np.argsort(flat_keys, kind="stable")
+        bounds = np.searchsorted(flat_keys[order], np.arange(len(data.keys) + 1))
+        k = data.key_index.shape[1]
+        self.by_key = [order[bounds[i]:bounds[i + 1]] // k for i in range(len(data.keys))]
 
     def sample(self, n: int) -> tuple[np.ndarray, ...]:
         people = self.rng.choice(self.people, n)
+        n_slots = self.data.key_index.shape[1]
         x1, x2, y = (np.empty(n, int) for _ in range(3))
-        s1 = self.rng.integers(0, 2, n)
+        s1 = self.rng.integers(0, n_slots, n)
+        s2 = (s1 + self.rng.integers(1, n_slots, n)) % n_slots  # another of the person's keys
         for i, p in enumerate(people):
             x1[i], x2[i] = self.rng.choice(self.by_person[int(p)], 2, replace=False)
-            k = self.data.key_index[x1[i], s1[i]]
-            others = self.by_key[int(k)]
+            others = self.by_key[int(self.data.key_index[x1[i], s1[i]])]
             others = others[self.data.person[others] != p]
             y[i] = self.rng.choice(others) if len(others) else self.rng.integers(len(self.data.person))
-        return x1, x2, y, s1
+        return x1, x2, y, s1, s2
 
 
 def _codes(data: KVFAData, model_id: str, dim: int) -> torch.Tensor:
@@ -120,21 +145,18 @@ def _codes(data: KVFAData, model_id: str, dim: int) -> torch.Tensor:
 
 
 def slot_of(data: KVFAData, rows: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """Which of each row's two virtual faces was made with pool key ``key`` (-1 if neither)."""
-    ki = data.key_index[rows]
-    return np.where(ki[:, 0] == key, 0, np.where(ki[:, 1] == key, 1, -1))
+    """Which of each row's virtual faces was made with pool key ``key`` (-1 if none)."""
+    hit = data.key_index[rows] == np.asarray(key)[:, None]
+    return np.where(hit.any(1), hit.argmax(1), -1)
 
 
 def train_kvfa(data: KVFAData, out: str | Path, cfg: KVFAConfig, model_id: str) -> tuple[KVFA, dict]:
-    """Train on all but ``val_share`` of the people; calibrate the threshold on the rest (EER)."""
+    """Train on the training people; calibrate the threshold (EER) on the held-out ones."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    people = np.unique(data.person)
-    val_people = rng.choice(people, max(2, int(len(people) * cfg.val_share)), replace=False)
-    val_rows = np.isin(data.person, val_people)
-    train, val = data.subset(np.flatnonzero(~val_rows)), data.subset(np.flatnonzero(val_rows))
+    train, val = data.subset(np.flatnonzero(~data.holdout)), data.subset(np.flatnonzero(data.holdout))
     model = KVFA(data.original.shape[1], cfg.dim, cfg.key_dim, cfg.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     codes = _codes(data, model_id, cfg.key_dim)
@@ -142,11 +164,11 @@ def train_kvfa(data: KVFAData, out: str | Path, cfg: KVFAConfig, model_id: str) 
     sampler = _Sampler(train, rng)
     log = open(out / "log.jsonl", "w")
     for step in range(1, cfg.steps + 1):
-        x1, x2, y, s1 = sampler.sample(cfg.batch)
+        x1, x2, y, s1, s2 = sampler.sample(cfg.batch)
         k1 = train.key_index[x1, s1]
-        k2 = train.key_index[x1, 1 - s1]
+        k2 = train.key_index[x1, s2]
         v11 = virt[x1, s1]
-        v21 = virt[x2, s1]  # a person's images share their two keys, in the same slots
+        v21 = virt[x2, s1]  # a person's images share their keys, in the same slots
         vy1 = virt[y, np.maximum(slot_of(train, y, k1), 0)]
         f_x1 = model.features(orig[x1])
         i11 = model.keyed(v11, codes[k1])

@@ -14,7 +14,7 @@ Backends implement ``PoseTransfer``; a neural reenactor can be added as another 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import cv2
 import numpy as np
@@ -22,6 +22,10 @@ import torch
 
 from faceanon.align import template_points
 from faceanon.errors import FaceanonError
+
+if TYPE_CHECKING:
+    from faceanon.landmarks import Landmarks68
+    from faceanon.nets.stylegan2 import Generator
 
 MAX_SHIFT = 0.06  # of the crop width
 
@@ -137,10 +141,10 @@ class LandmarkWarp:
     """The default ``PoseTransfer``: the generator's latent pose control when the generator has
     one (``LatentPose``), then a landmark-driven smooth warp through a PoseBasis."""
 
-    def __init__(self, basis: PoseBasis, landmarks68, template: str = "faceanon",
+    def __init__(self, basis: PoseBasis, landmarks68: "Landmarks68", template: str = "faceanon",
                  latent: "LatentPose | None" = None) -> None:
         self.basis = basis
-        self.landmarks68 = landmarks68  # faceanon.landmarks.Landmarks68
+        self.landmarks68 = landmarks68
         self.template = template
         self.latent = latent
 
@@ -208,11 +212,10 @@ class LatentPose:
         return out
 
 
-def fit_latent_pose(generator, landmarks68, basis: PoseBasis, psi: float, n: int = 2000,
+def fit_latent_pose(generator: "Generator", landmarks68: "Landmarks68", basis: PoseBasis, psi: float, n: int = 2000,
                     size: int = 128, ridge: float = 0.05, template: str = "faceanon", seed: int = 0
                     ) -> tuple[LatentPose, dict[str, float]]:
-    """Fit ``LatentPose`` for ``generator`` (a ``nets.stylegan2.Generator``) from ``n`` random
-    faces at truncation ``psi``; returns it with the held-out R² of the regression, for all
+    """Fit ``LatentPose`` for ``generator`` from ``n`` random faces at truncation ``psi``; returns it with the held-out R² of the regression, for all
     landmarks and for their pose/expression part."""
     import torch.nn.functional as F
 

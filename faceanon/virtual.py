@@ -75,20 +75,21 @@ class VirtualFaces:
         code = self.key_code(key, attempt)
         with torch.inference_mode():
             for start in range(0, len(identity), CHUNK):
-                part = np.asarray(identity[start:start + CHUNK], dtype=np.float32)
-                padded = np.concatenate([part, np.repeat(part[:1], CHUNK - len(part), 0)])
-                shift = None
-                if w_shift is not None:
-                    s = np.asarray(w_shift[start:start + CHUNK], dtype=np.float32)
-                    shift = torch.from_numpy(np.concatenate([s, np.repeat(s[:1], CHUNK - len(s), 0)]))
-                img = self.images(torch.from_numpy(padded).to(self.device), code,
-                                  None if shift is None else shift.to(self.device))[:len(part)]
+                n = min(CHUNK, len(identity) - start)
+                shift = None if w_shift is None else _chunk(w_shift, start).to(self.device)
+                img = self.images(_chunk(identity, start).to(self.device), code, shift)[:n]
                 if img.shape[-1] != size:
                     img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
                                         align_corners=False)
-                out[start:start + len(part)] = \
+                out[start:start + n] = \
                     (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return out
+
+
+def _chunk(rows: np.ndarray, start: int) -> torch.Tensor:
+    """``CHUNK`` rows from ``start``, the last chunk padded with copies of its first row."""
+    part = np.asarray(rows[start:start + CHUNK], dtype=np.float32)
+    return torch.from_numpy(np.concatenate([part, np.repeat(part[:1], CHUNK - len(part), 0)]))
 
 
 def recognizer_input(images: torch.Tensor, recognizer: Recognizer) -> torch.Tensor:

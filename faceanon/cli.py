@@ -681,7 +681,7 @@ def train_generator(
         meta = {"resolution": trainer.arch.resolution, "trained_on": f"{data.name} "
                 f"({len(faces.images)} aligned faces, template {faces.template})",
                 "kimg": summary["kimg"], "fid": summary.get("fid"), "preset": preset_name,
-                "arch": trainer.arch.to_dict(), "dtype": "float16"}
+                "arch": trainer.arch.to_dict(), "dtype": "float16", "default": True}
         weights.register(register_as, "generator", out_dir / EXPORT, **meta)
         summary["registered"] = register_as
     if json_out:

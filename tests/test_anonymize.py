@@ -103,7 +103,7 @@ def test_bad_arguments_are_one_line_errors(lfw_sample, tmp_path):
 
 @pytest.mark.parametrize("method", ["kfaar", "ivfg"])
 def test_virtual_faces_with_shipped_weights_are_key_driven(lfw_sample, tmp_path, method):
-    """The whole pipeline on the shipped (placeholder) weights: same key → byte-identical output,
+    """The whole pipeline on the shipped weights: same key → byte-identical output,
     another key → other faces, and every face changed."""
     k1, k2 = tmp_path / "k1.bin", tmp_path / "k2.bin"
     keys.save(keys.generate(), k1)

@@ -106,8 +106,9 @@ def test_virtual_faces_with_shipped_weights_are_key_driven(lfw_sample, tmp_path,
     """The whole pipeline on the shipped weights: same key → byte-identical output,
     another key → other faces, and every face changed."""
     k1, k2 = tmp_path / "k1.bin", tmp_path / "k2.bin"
-    keys.save(keys.generate(), k1)
-    keys.save(keys.generate(), k2)
+    rng = np.random.default_rng(0)
+    keys.save(keys.Key(rng.bytes(32), 0), k1)  # fixed keys: the test is repeatable
+    keys.save(keys.Key(rng.bytes(32), 0), k2)
     outs = {}
     for name, key in (("a", k1), ("b", k1), ("c", k2)):
         outs[name] = tmp_path / name
@@ -124,5 +125,7 @@ def test_virtual_faces_with_shipped_weights_are_key_driven(lfw_sample, tmp_path,
         assert a != c, "another key: another virtual face"
         rec = lines(outs["a"] / "manifest.jsonl")[entry.relpath]
         x1, y1, x2, y2 = (int(v) for v in rec["faces"][0]["box"])
+        dx, dy = (x2 - x1) // 4, (y2 - y1) // 4  # the box's centre: eyes, nose, mouth
+        inner = np.s_[y1 + dy:y2 - dy, x1 + dx:x2 - dx]
         before, after = entry.load(), load_image(outs["a"] / entry.relpath)
-        assert np.abs(after[y1:y2, x1:x2].astype(int) - before[y1:y2, x1:x2]).mean() > 8
+        assert np.abs(after[inner].astype(int) - before[inner]).mean() > 10

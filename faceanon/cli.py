@@ -595,6 +595,8 @@ def prepare(input_path: Path = typer.Argument(..., metavar="INPUT",
                                               help="Folder of images or faceanon .h5 archive."),
             out_path: Path = typer.Option(..., "--out", "-o", help="Aligned archive to write (.h5)."),
             size: int = typer.Option(128, "--size", help="Crop side in pixels."),
+            template: str = typer.Option("faceanon", "--template", help="Alignment template: "
+                                         "faceanon (head and hair) or face (the paste region)."),
             people: Optional[Path] = typer.Option(
                 None, "--people", help="Keep only these identities (LFW people list)."),
             device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N] for detection."),
@@ -608,7 +610,7 @@ def prepare(input_path: Path = typer.Argument(..., metavar="INPUT",
 
     detector = Detector(device=device)
     job, counts = run_with_progress("aligning", lambda **kw: prepare_aligned(
-        input_path, out_path, size, people, detector, **kw))
+        input_path, out_path, size, people, detector, template=template, **kw))
     report_job(job, counts, json_out)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from faceanon.align import align
+from faceanon.align import TEMPLATES, align
 from faceanon.datasets import (NO_FACE, OK, ArchiveSource, Entry, Job, Result, Source, is_archive,
                                open_input)
 from faceanon.detect import Detector, Face
@@ -26,7 +26,7 @@ from faceanon.lfw import nearest_centre, read_people
 
 __all__ = ["AlignedFaces", "central_face", "prepare", "load_aligned"]
 
-TEMPLATE = "faceanon"
+DEFAULT_TEMPLATE = "faceanon"
 JPEG_QUALITY = 92  # 128-px crops: ~5.4 kB each, LFW DevTrain (9,525 images) ≈ 49 MiB
 
 
@@ -69,13 +69,13 @@ class _PeopleSource:
         return self._count
 
 
-def _align_step(detector: Detector, size: int) -> Callable[[Entry], Result]:
+def _align_step(detector: Detector, size: int, template: str) -> Callable[[Entry], Result]:
     def step(entry: Entry) -> Result:
         image = entry.load()
         face = central_face(detector(image), image.shape[0], image.shape[1])
         if face is None:
             return Result(NO_FACE, reason="no face detected")
-        crops, _ = align(image, face.landmarks5[None], TEMPLATE, size)
+        crops, _ = align(image, face.landmarks5[None], template, size)
         name = entry.relpath if Path(entry.relpath).suffix else entry.relpath + ".jpg"
         return Result(OK, data=encode(crops[0], name, JPEG_QUALITY),
                       extra={"landmarks5": np.round(face.landmarks5, 2).tolist(),
@@ -86,8 +86,10 @@ def _align_step(detector: Detector, size: int) -> Callable[[Entry], Result]:
 
 def prepare(input_path: str | Path, out: str | Path, size: int = 128,
             people: str | Path | None = None, detector: Detector | None = None,
-            progress: Callable[[int, int], None] | None = None) -> tuple[Job, dict[str, int]]:
-    """Detect the central face of every image, align it at ``size`` px and pack an archive.
+            progress: Callable[[int, int], None] | None = None,
+            template: str = DEFAULT_TEMPLATE) -> tuple[Job, dict[str, int]]:
+    """Detect the central face of every image, align it on ``template`` at ``size`` px and
+    pack an archive.
 
     Returns the job (its manifest lists faces not found) and the status counts.
     """
@@ -96,15 +98,18 @@ def prepare(input_path: str | Path, out: str | Path, size: int = 128,
         raise FaceanonError("output must be a .h5 archive", out)
     if size < 16 or size % 4:
         raise FaceanonError(f"size must be a multiple of 4, at least 16; got {size}")
+    if template not in TEMPLATES:
+        raise FaceanonError(f"unknown template {template!r}; known: {', '.join(sorted(TEMPLATES))}")
     source: Source = open_input(input_path)
     if people is not None:
         source = _PeopleSource(source, {name for fold in read_people(people) for name, _ in fold})
-    job = Job("prepare", source, out, settings={"size": size, "template": TEMPLATE,
+    job = Job("prepare", source, out, settings={"size": size, "template": template,
                                                 "people": None if people is None else str(people),
                                                 "jpeg_quality": JPEG_QUALITY})
-    counts = job.run(_align_step(detector or Detector(min_face_size=20.0), size), progress)
+    counts = job.run(_align_step(detector or Detector(min_face_size=20.0), size, template),
+                     progress)
     with h5py.File(out, "a") as h5:
-        h5.attrs["aligned_template"] = TEMPLATE
+        h5.attrs["aligned_template"] = template
         h5.attrs["aligned_size"] = size
     return job, counts
 

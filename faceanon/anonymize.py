@@ -28,6 +28,8 @@ from faceanon.errors import FaceanonError
 from faceanon.identity import MATCH_THRESHOLDS, Recognizer, cosine_similarity
 from faceanon.images import encode
 from faceanon.keys import Key
+from faceanon.pseudonyms import INFO as PSEUDONYM_INFO
+from faceanon.pseudonyms import Pseudonyms
 
 if TYPE_CHECKING:
     from faceanon.pose_transfer import PoseTransfer
@@ -247,7 +249,8 @@ def obscure(image: np.ndarray, boxes: np.ndarray, mode: str) -> np.ndarray:
 
 
 def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DEFAULT_NO_FACE_POLICY,
-                     min_face_size: float = 20.0, device: str = "cpu") -> Anonymizer:
+                     min_face_size: float = 20.0, device: str = "cpu",
+                     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)) -> Anonymizer:
     """An Anonymizer with the shipped models, checked before any image is touched."""
     from faceanon import keys, weights
     from faceanon.identity import load_recognizer
@@ -261,7 +264,7 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
         raise FaceanonError(f"method {method} needs --key (make one with 'faceanon keygen')")
     key = keys.load(key_path) if key_path is not None else None
     recognizer = load_recognizer("dlib", device)
-    anonymizer = Anonymizer(method, Detector(min_face_size, device=device), key,  # type: ignore[arg-type]
+    anonymizer = Anonymizer(method, Detector(min_face_size, thresholds, device=device), key,  # type: ignore[arg-type]
                             no_face, recognizer, MATCH_THRESHOLDS["dlib"])  # type: ignore[arg-type]
     if method in ("kfaar", "ivfg"):
         from faceanon.virtual import load_virtual_faces
@@ -287,9 +290,19 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
 
 
 def run_anonymize(input_path: str | Path, out: str | Path, anonymizer: Anonymizer,
-                  batch_size: int = 8, progress: Callable[[int, int], None] | None = None
-                  ) -> tuple[Job, dict[str, int]]:
-    """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic)."""
+                  batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
+                  keep_names: bool = False) -> tuple[Job, dict[str, int]]:
+    """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic).
+
+    Folder and file names and archive labels are pseudonymized under the anonymizer's key (see
+    ``faceanon.pseudonyms``) unless ``keep_names``; either choice is in the run record."""
+    if keep_names:
+        names, names_setting = None, "kept (--keep-names)"
+    elif anonymizer.key is None:
+        raise FaceanonError("names are pseudonymized with the key: give --key, or pass "
+                            "--keep-names to publish the input's names as they are")
+    else:
+        names, names_setting = Pseudonyms(anonymizer.key), f"pseudonymized ({PSEUDONYM_INFO})"
     job = Job(f"anonymize --method {anonymizer.method}", datasets.open_input(input_path),
-              Path(out), anonymizer.settings)
+              Path(out), {**anonymizer.settings, "names": names_setting}, names)
     return job, job.run_batches(anonymizer.step, batch_size, progress)

@@ -14,17 +14,12 @@ from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer.core import TyperGroup
 
 from faceanon import __version__
 from faceanon.composite import NO_FACE_POLICY_HELP
 from faceanon.errors import FaceanonError
-
-app = typer.Typer(help="Anonymize face-image datasets with a secret key (KFAAR).",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-train_app = typer.Typer(help="Train the project's networks.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: recognizer accuracy, throughput.", no_args_is_help=True)
-app.add_typer(train_app, name="train")
-app.add_typer(bench_app, name="bench")
 
 out = Console()
 err = Console(stderr=True)
@@ -33,6 +28,43 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Exit codes, documented in the README.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class OneLineErrors(TyperGroup):
+    """The top-level command group: a missing or bad option of any command is one line
+    ``error: …`` and exit 2, as every other error is, instead of Click's boxed usage text.
+
+    Subcommands are parsed inside this group's ``main``, so handling usage errors here covers
+    every command (and the tests' CliRunner, which calls ``main`` too) in one place.
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as e:  # bare ``faceanon`` or ``faceanon train``: show help
+            if e.format_message().strip():
+                err.print(e.format_message(), highlight=False, markup=False)
+            code = EXIT_ERROR
+        except UsageError as e:
+            where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+            err.print(f"[red]error:[/red] {where}{e.format_message()}", highlight=False,
+                      soft_wrap=True)
+            code = EXIT_ERROR
+        except typer.Abort:
+            err.print("aborted", highlight=False)
+            code = EXIT_SOME_FAILED
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+app = typer.Typer(help="Anonymize face-image datasets with a secret key (KFAAR).", cls=OneLineErrors,
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+train_app = typer.Typer(help="Train the project's networks.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: recognizer accuracy, throughput.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+app.add_typer(bench_app, name="bench")
 
 
 def user_errors(fn: F) -> F:
@@ -308,6 +340,11 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
               no_face: str = typer.Option("blur", "--no-face", help=NO_FACE_POLICY_HELP),
               min_face_size: float = typer.Option(20.0, "--min-face-size",
                                                   help="Smallest face to find, in pixels."),
+              thresholds: str = typer.Option("0.6,0.7,0.7", "--thresholds",
+                                             help="MTCNN P,R,O-net score thresholds (see detect)."),
+              keep_names: bool = typer.Option(False, "--keep-names",
+                                              help="Keep folder and file names and labels as they "
+                                                   "are (default: keyed pseudonyms)."),
               device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
               batch_size: int = typer.Option(8, "--batch-size", min=1,
                                              help="Images per detection/generation batch."),
@@ -316,13 +353,15 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
 
     Re-run the same command to resume. Same key + same input gives byte-identical output.
     A face that the recognizer still matches to its original is regenerated, else pixelated,
-    and flagged in the manifest; no original face is ever written.
+    and flagged in the manifest; no original face is ever written. Names in paths and labels
+    become keyed pseudonyms; the manifest and run record go to OUT.private, beside OUT.
     """
     from faceanon.anonymize import build_anonymizer, run_anonymize
 
-    anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device))
-    job, counts = run_with_progress("anonymizing", run_anonymize, input_path, out_path,
-                                    anonymizer, batch_size)
+    anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device),
+                                  parse_thresholds(thresholds))
+    job, counts = run_with_progress("anonymizing", lambda **kw: run_anonymize(
+        input_path, out_path, anonymizer, batch_size, keep_names=keep_names, **kw))
     report_job(job, counts, json_out)
 
 
@@ -333,7 +372,9 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
 def eval_command(
         anon: Path = typer.Argument(..., metavar="ANON",
                                     help="Anonymized folder or .h5 archive (as `faceanon anonymize` wrote it)."),
-        orig: Path = typer.Option(..., "--orig", help="The original images (same relative paths)."),
+        orig: Optional[Path] = typer.Option(
+            None, "--orig", help="The original images (default: the input named in ANON's "
+                                 "private record, ANON.private/run.json)."),
         anon2: Optional[Path] = typer.Option(None, "--anon2",
                                              help="The same inputs anonymized with another key "
                                                   "(for diversity and the contact sheet)."),
@@ -416,6 +457,43 @@ def eval_table(report: dict[str, Any]) -> Any:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+# --- commands: audit ---
+
+@app.command()
+@user_errors
+def audit(out_path: Path = typer.Argument(..., metavar="OUT",
+                                          help="Anonymized folder or .h5 archive to be published."),
+          orig: Optional[Path] = typer.Option(
+              None, "--orig", help="The originals: also check that no face still matches its "
+                                   "original (default for the other checks: the input named "
+                                   "in OUT's private record)."),
+          recognizer: str = typer.Option("dlib", "--eval-recognizer",
+                                         help="dlib | mobilefacenet:CKPT, for the face check."),
+          threshold: Optional[float] = typer.Option(
+              None, "--threshold", help="Cosine from which two faces match (default: the "
+                                        "recognizer's EER threshold on LFW pairs.txt)."),
+          device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda[:N]."),
+          json_out: bool = typer.Option(False, "--json", help="Print the findings as one JSON object.")
+          ) -> None:
+    """Check an output before sharing it: names from the input, metadata (EXIF, GPS, XMP, ICC,
+    comments, thumbnails), private records, images copied unchanged and, with --orig, faces
+    still recognised. Exit 0 clean, 1 with one line per finding, 2 on error."""
+    from faceanon.audit import audit as run_audit
+
+    report = run_with_progress("auditing", lambda **kw: run_audit(
+        out_path, orig, recognizer, threshold, pick_device(device), **kw))
+    if json_out:
+        emit_json(report.as_dict())
+    else:
+        for finding in report.findings:
+            out.print(finding.line(), highlight=False, markup=False, soft_wrap=True)
+        for check, why in report.not_checked.items():
+            err.print(f"not checked: {check}: {why}", highlight=False, markup=False, soft_wrap=True)
+        out.print(f"{len(report.findings)} leaks in {report.checked['images']} images",
+                  highlight=False)
+    raise typer.Exit(EXIT_SOME_FAILED if report.findings else EXIT_OK)
 
 
 # --- commands: kvfa ---

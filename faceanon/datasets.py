@@ -2,7 +2,9 @@
 
 A job reads entries from a ``Source``, turns each into output bytes (or a skip / failure) and
 writes them to a ``Sink``; a manifest line records every entry. Outputs are atomic and a
-re-run of a killed job resumes: finished entries (by manifest) are not redone.
+re-run of a killed job resumes: finished entries (by manifest) are not redone. The manifest
+and run record live beside the output, never in it (see ``faceanon.records``); a job given
+``Pseudonyms`` writes each entry under its pseudonymized path and label.
 
 HDF5 archive schema (``format_version`` 1), written and read only here:
 
@@ -30,15 +32,16 @@ import numpy as np
 
 from faceanon import __version__
 from faceanon.errors import FaceanonError
-from faceanon.fsutil import TEMP_NAME, atomic_write_bytes, atomic_write_text, is_within
+from faceanon.fsutil import TEMP_NAME, atomic_write_bytes, is_within
 from faceanon.images import decode, is_image_name
+from faceanon.pseudonyms import Pseudonyms
+from faceanon.records import (FAILED, MANIFEST, NAMES, NO_FACE, OK, RUN, SKIPPED, Manifest,
+                              make_private_dir, private_dir, write_private)
 
 ARCHIVE_FORMAT = "images"
 ARCHIVE_VERSION = 1
 ARCHIVE_SUFFIXES = (".h5", ".hdf5")
 
-# Manifest statuses. ``failed`` entries are retried on resume; the others are final.
-OK, NO_FACE, SKIPPED, FAILED = "ok", "no_face", "skipped", "failed"
 
 
 def is_archive(path: str | Path) -> bool:
@@ -306,47 +309,6 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Manifest:
-    """``manifest.jsonl``: one line per input, appended as work finishes, compacted at the end."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lines: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            for raw in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-                try:
-                    rec = json.loads(raw)
-                except json.JSONDecodeError:
-                    continue  # a line torn by a kill; its entry is simply redone
-                self.lines[rec["path"]] = rec
-        self.compact()
-        self._fh = open(path, "a", encoding="utf-8")
-
-    def done(self, relpath: str) -> bool:
-        rec = self.lines.get(relpath)
-        return rec is not None and rec["status"] != FAILED
-
-    def add(self, rec: dict[str, Any]) -> None:
-        self.lines[rec["path"]] = rec
-        self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
-        self._fh.flush()
-
-    def compact(self) -> None:
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.lines.values())
-        atomic_write_text(self.path, text)
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-            self.compact()
-
-    def counts(self) -> dict[str, int]:
-        counts = {OK: 0, NO_FACE: 0, SKIPPED: 0, FAILED: 0}
-        for rec in self.lines.values():
-            counts[rec["status"]] = counts.get(rec["status"], 0) + 1
-        return counts
-
-
 # -------------------------------------------------------------------------------------- jobs
 
 @dataclass
@@ -361,16 +323,15 @@ class Job:
     source: Source
     out: Path
     settings: dict[str, Any] = field(default_factory=dict)
+    names: Pseudonyms | None = None  # rewrites output paths and labels; None keeps them
 
     @property
     def manifest_path(self) -> Path:
-        return self.out / "manifest.jsonl" if not is_archive(self.out) else \
-            self.out.with_name(self.out.name + ".manifest.jsonl")
+        return private_dir(self.out) / MANIFEST
 
     @property
     def run_path(self) -> Path:
-        return self.out / "run.json" if not is_archive(self.out) else \
-            self.out.with_name(self.out.name + ".run.json")
+        return private_dir(self.out) / RUN
 
     def check_paths(self) -> None:
         src = self.source.path
@@ -382,6 +343,31 @@ class Job:
                                 self.out)
         if not src.is_dir() and self.out.resolve() == src.resolve():
             raise FaceanonError("output must not be the input archive", self.out)
+
+    def output_name(self, entry: Entry) -> tuple[str, str | None]:
+        """Where ``entry`` goes in the output, and its label there."""
+        if self.names is None:
+            return entry.relpath, entry.label
+        label = None if entry.label is None else self.names.name(entry.label)
+        return self.names.path(entry.relpath), label
+
+    def _map_names(self) -> None:
+        """Pseudonymize every input's path and label before any is written, so that a clash
+        (two names, or two paths, on one pseudonym) stops the run before it starts, and keep
+        the mapping in the private record."""
+        if self.names is None:
+            return
+        seen: dict[str, str] = {}
+        for entry in self.source.entries():
+            if entry.skip_reason is None:
+                out_rel, _ = self.output_name(entry)
+                first = seen.setdefault(out_rel, entry.relpath)
+                if first != entry.relpath:
+                    raise FaceanonError(f"{first!r} and {entry.relpath!r} would both be written "
+                                        f"as {out_rel!r}; rename one or use --keep-names",
+                                        self.source.path)
+        write_private(private_dir(self.out) / NAMES,
+                      json.dumps(self.names.mapping, indent=1, sort_keys=True) + "\n")
 
     def _previous_settings(self) -> dict[str, Any] | None:
         if not self.run_path.exists():
@@ -404,12 +390,12 @@ class Job:
         one odd file fails alone and the run goes on.
         """
         self.check_paths()
-        if not is_archive(self.out):
-            self.out.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.out)
         prev = self._previous_settings()
         if prev is not None and prev != self.settings:
             raise FaceanonError("output was started with other settings "
                                 f"({_diff(prev, self.settings)}); use another --out", self.out)
+        self._map_names()
         started = time.time()
         self._write_run(started, None)
         sink: Sink = ArchiveSink(self.out) if is_archive(self.out) else FolderSink(self.out)
@@ -425,7 +411,7 @@ class Job:
             results = _isolated(step, [entry for entry, _ in pending])
             seconds = round((time.perf_counter() - t0) / len(pending), 4)
             for (entry, rec), result in zip(pending, results):
-                manifest.add(_record(rec, result, sink, entry, seconds))
+                manifest.add(_record(rec, result, sink, self.output_name(entry), seconds))
             seen += len(pending)
             pending.clear()
             if progress:
@@ -470,8 +456,8 @@ class Job:
         info = {
             "command": self.command,
             "faceanon_version": __version__,
-            "input": str(self.source.path),
-            "output": str(self.out),
+            "input": os.path.abspath(self.source.path),
+            "output": os.path.abspath(self.out),
             "settings": self.settings,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished": None if counts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -479,7 +465,7 @@ class Job:
             "counts": counts,
             "versions": _versions(),
         }
-        atomic_write_text(self.run_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        write_private(self.run_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def _isolated(step: Callable[[list[Entry]], list[Result]], batch: list[Entry]) -> list[Result]:
@@ -496,12 +482,13 @@ def _isolated(step: Callable[[list[Entry]], list[Result]], batch: list[Entry]) -
         return [r for entry in batch for r in _isolated(step, [entry])]
 
 
-def _record(rec: dict[str, Any], result: Result, sink: Sink, entry: Entry,
+def _record(rec: dict[str, Any], result: Result, sink: Sink, target: tuple[str, str | None],
             seconds: float) -> dict[str, Any]:
+    """The manifest line of one entry, after writing its output at ``target`` (path, label)."""
     rec = dict(rec)
     if result.data is not None:
         try:
-            rec["output"] = sink.write(entry.relpath, result.data, entry.label)
+            rec["output"] = sink.write(target[0], result.data, target[1])
         except OSError as e:
             result = Result(FAILED, reason=f"cannot write output: {e.strerror or e}")
         except FaceanonError as e:

@@ -14,8 +14,14 @@ from faceanon.images import load_image
 runner = CliRunner()
 
 
-def lines(path):
+def lines(out):
+    """The manifest of the output ``out``, from its private record beside it."""
+    path = out.with_name(out.name + ".private") / "manifest.jsonl"
     return {r["path"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def run_record(out):
+    return json.loads((out.with_name(out.name + ".private") / "run.json").read_text())
 
 
 def test_obscure_changes_only_the_face_region():
@@ -33,34 +39,36 @@ def test_obscure_changes_only_the_face_region():
 def test_baselines_replace_every_face_and_keep_layout(lfw_sample, tmp_path, method):
     out = tmp_path / "anon"
     res = runner.invoke(app, ["anonymize", str(lfw_sample), "--out", str(out), "--method", method,
-                              "--device", "cpu", "--json"])
+                              "--keep-names", "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.splitlines()[-1])
     assert summary["ok"] == 7
-    recs = lines(out / "manifest.jsonl")
+    recs = lines(out)
     for entry in open_input(lfw_sample).entries():
         rec = recs[entry.relpath]
-        assert rec["faces"], entry.relpath
+        assert rec["faces"] and rec["output"] == entry.relpath, entry.relpath
         before, after = entry.load(), load_image(out / entry.relpath)
         assert before.shape == after.shape
         x1, y1, x2, y2 = (int(v) for v in rec["faces"][0]["box"])
         face_change = np.abs(after[y1:y2, x1:x2].astype(int) - before[y1:y2, x1:x2]).mean()
         assert face_change > 8, (entry.relpath, face_change)
-    run = json.loads((out / "run.json").read_text())
+    run = run_record(out)
     assert run["settings"]["method"] == method and run["counts"]["ok"] == 7
+    assert run["settings"]["names"] == "kept (--keep-names)"
 
 
 def test_deterministic_and_resumable(lfw_sample, tmp_path):
     det = Detector()
-    anon = Anonymizer("pixelate", det)
+    anon = Anonymizer("pixelate", det, keys.Key(bytes(32), 0))
     run_anonymize(lfw_sample, tmp_path / "a", anon)
     run_anonymize(lfw_sample, tmp_path / "b", anon, batch_size=3)
+    outputs = lines(tmp_path / "a")
     for entry in open_input(lfw_sample).entries():
-        assert (tmp_path / "a" / entry.relpath).read_bytes() == \
-            (tmp_path / "b" / entry.relpath).read_bytes()
-    first = (tmp_path / "a" / "manifest.jsonl").read_text()
+        written = outputs[entry.relpath]["output"]
+        assert (tmp_path / "a" / written).read_bytes() == (tmp_path / "b" / written).read_bytes()
+    first = lines(tmp_path / "a")
     _, counts = run_anonymize(lfw_sample, tmp_path / "a", anon)
-    assert counts["ok"] == 7 and (tmp_path / "a" / "manifest.jsonl").read_text() == first
+    assert counts["ok"] == 7 and lines(tmp_path / "a") == first
 
 
 def test_no_face_policies(tmp_path):
@@ -73,9 +81,9 @@ def test_no_face_policies(tmp_path):
     for policy, written in (("blur", True), ("copy", True), ("skip", False)):
         out = tmp_path / policy
         res = runner.invoke(app, ["anonymize", str(src), "--out", str(out), "--method", "blur",
-                                  "--no-face", policy, "--device", "cpu"])
+                                  "--no-face", policy, "--keep-names", "--device", "cpu"])
         assert res.exit_code == 0, res.output
-        rec = lines(out / "manifest.jsonl")["wall.png"]
+        rec = lines(out)["wall.png"]
         assert rec["status"] == "no_face" and policy in rec["reason"]
         assert (out / "wall.png").exists() == written
     assert np.array_equal(load_image(tmp_path / "copy" / "wall.png"), load_image(src / "wall.png"))
@@ -89,16 +97,41 @@ def test_bad_arguments_are_one_line_errors(lfw_sample, tmp_path):
                               "--method", "paint"])
     assert res.exit_code == 2 and "unknown method" in res.output
     res = runner.invoke(app, ["anonymize", str(lfw_sample), "--out", str(lfw_sample / "x"),
-                              "--method", "blur"])
+                              "--method", "blur", "--keep-names"])
     assert res.exit_code == 2 and "inside" in res.output
+    res = runner.invoke(app, ["anonymize", str(lfw_sample), "--out", str(tmp_path / "o"),
+                              "--method", "blur", "--device", "cpu"])
+    assert res.exit_code == 2 and "--keep-names" in res.output, "names need a key or an opt-out"
+    res = runner.invoke(app, ["anonymize", str(lfw_sample), "--out", str(tmp_path / "o"),
+                              "--method", "blur", "--thresholds", "0.6,0.7"])
+    assert res.exit_code == 2 and "--thresholds" in res.output
     key = tmp_path / "k.bin"
     keys.save(keys.generate(), key)
     res = runner.invoke(app, ["anonymize", str(lfw_sample), "--out", str(tmp_path / "p"),
-                              "--method", "pixelate", "--device", "cpu"])
+                              "--method", "pixelate", "--key", str(key), "--device", "cpu"])
     assert res.exit_code == 0
     res = runner.invoke(app, ["anonymize", str(lfw_sample), "--out", str(tmp_path / "p"),
-                              "--method", "blur", "--device", "cpu"])
+                              "--method", "pixelate", "--keep-names", "--device", "cpu"])
     assert res.exit_code == 2 and "other settings" in res.output
+
+
+@pytest.mark.parametrize("args", [["anonymize", "in"], ["eval"], ["keyinfo"],
+                                  ["anonymize", "in", "--out", "o", "--batch-size", "0"],
+                                  ["detect", "in", "--out", "f.jsonl", "--nonsense"]])
+def test_usage_errors_are_one_line(args):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert len(res.output.strip().splitlines()) == 1 and res.output.startswith("error: "), res.output
+
+
+def test_thresholds_reach_the_detector(lfw_sample, tmp_path):
+    """A detector that accepts nothing finds no face: the option is not just parsed."""
+    out = tmp_path / "strict"
+    res = runner.invoke(app, ["anonymize", str(lfw_sample), "--out", str(out), "--method", "blur",
+                              "--keep-names", "--thresholds", "1,1,1", "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.splitlines()[-1])["no_face"] == 7
+    assert run_record(out)["settings"]["detector"]["thresholds"] == [1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("method", ["kfaar", "ivfg"])
@@ -116,16 +149,16 @@ def test_virtual_faces_with_shipped_weights_are_key_driven(lfw_sample, tmp_path,
                                   str(outs[name]), "--method", method, "--device", "cpu",
                                   "--batch-size", "4" if name == "b" else "8", "--json"])
         assert res.exit_code == 0, res.output
-    run = json.loads((outs["a"] / "run.json").read_text())
+    run = run_record(outs["a"])
     assert run["settings"]["key_fingerprint"] == keys.load(k1).fingerprint
     assert set(run["settings"]["models"]) >= {"stylegan2-lfw64-cpu", "projector-lfw64-cpu"}
     for entry in open_input(lfw_sample).entries():
-        a, b, c = ((outs[n] / entry.relpath).read_bytes() for n in "abc")
+        a, b, c = ((outs[n] / lines(outs[n])[entry.relpath]["output"]).read_bytes() for n in "abc")
         assert a == b, "same key, same input: byte-identical"
         assert a != c, "another key: another virtual face"
-        rec = lines(outs["a"] / "manifest.jsonl")[entry.relpath]
+        rec = lines(outs["a"])[entry.relpath]
         x1, y1, x2, y2 = (int(v) for v in rec["faces"][0]["box"])
         dx, dy = (x2 - x1) // 4, (y2 - y1) // 4  # the box's centre: eyes, nose, mouth
         inner = np.s_[y1 + dy:y2 - dy, x1 + dx:x2 - dx]
-        before, after = entry.load(), load_image(outs["a"] / entry.relpath)
+        before, after = entry.load(), load_image(outs["a"] / rec["output"])
         assert np.abs(after[inner].astype(int) - before[inner]).mean() > 10

@@ -31,7 +31,12 @@ def manifest(path: Path) -> dict[str, dict]:
 
 def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.jsonl", "run.json")}
+            if p.is_file()}
+
+
+def private(out: Path) -> Path:
+    """Where a job keeps its manifest and run record: beside its output, never inside."""
+    return out.with_name(out.name + ".private")
 
 
 def test_pack_unpack_round_trip_is_byte_identical(lfw_sample, tmp_path):
@@ -44,7 +49,12 @@ def test_pack_unpack_round_trip_is_byte_identical(lfw_sample, tmp_path):
         assert list(h5["labels"].asstr()[:]).count("Colin_Powell") == 3
     res = runner.invoke(app, ["unpack", str(archive), str(tmp_path / "back")])
     assert res.exit_code == 0, res.output
-    assert tree(tmp_path / "back") == tree(lfw_sample)
+    assert tree(tmp_path / "back") == tree(lfw_sample), "nothing but the images in the output"
+    for out in (archive, tmp_path / "back"):
+        records = private(out)
+        assert sorted(p.name for p in records.iterdir()) == ["manifest.jsonl", "run.json"]
+        assert records.stat().st_mode & 0o777 == 0o700
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in records.iterdir())
     labels = {e.relpath: e.label for e in datasets.open_input(archive).entries()}
     assert labels["Colin_Powell/Colin_Powell_0002.jpg"] == "Colin_Powell"
 
@@ -99,7 +109,7 @@ def test_bad_inputs_each_get_a_manifest_line_and_the_run_continues(tmp_path):
     root = bad_folder(tmp_path)
     res = runner.invoke(app, ["pack", str(root), str(tmp_path / "bad.h5"), "--json"])
     assert res.exit_code == 1, "some inputs failed → exit 1"
-    lines = manifest(tmp_path / "bad.h5.manifest.jsonl")
+    lines = manifest(private(tmp_path / "bad.h5") / "manifest.jsonl")
     assert "folder.jpg" not in lines  # a folder is walked into, not read
     for name, (status, reason) in EXPECTED.items():
         assert lines[name]["status"] == status, (name, lines[name])
@@ -128,7 +138,7 @@ def test_unreadable_file_is_reported(tmp_path):
                                          str(work / "in"), str(work / "l.h5")],
                               capture_output=True, text=True)
         assert proc.returncode == 1, proc.stderr
-        lines = manifest(work / "l.h5.manifest.jsonl")
+        lines = manifest(private(work / "l.h5") / "manifest.jsonl")
         assert "Permission denied" in lines["secret.png"]["reason"]
         assert lines["open.png"]["status"] == "ok"
     finally:
@@ -175,9 +185,9 @@ def test_sigkill_midway_then_rerun_completes_exactly_once(tmp_path):
     _make_images(src, n)
     archive = tmp_path / "a.h5"
     cli = [sys.executable, "-m", "faceanon"]
-    _kill_midway(cli + ["pack", str(src), str(archive)], tmp_path / "a.h5.manifest.jsonl", 300)
+    _kill_midway(cli + ["pack", str(src), str(archive)], private(archive) / "manifest.jsonl", 300)
     assert not archive.exists(), "no partial archive"
-    done_before = len(manifest(tmp_path / "a.h5.manifest.jsonl"))
+    done_before = len(manifest(private(archive) / "manifest.jsonl"))
     assert 300 <= done_before < n
     subprocess.run(cli + ["pack", str(src), str(archive)], check=True, capture_output=True)
     with h5py.File(archive) as h5:
@@ -186,8 +196,8 @@ def test_sigkill_midway_then_rerun_completes_exactly_once(tmp_path):
     assert not (tmp_path / "a.h5.staging").exists()
 
     out = tmp_path / "out"
-    _kill_midway(cli + ["unpack", str(archive), str(out)], out / "manifest.jsonl", 300)
+    _kill_midway(cli + ["unpack", str(archive), str(out)], private(out) / "manifest.jsonl", 300)
     subprocess.run(cli + ["unpack", str(archive), str(out)], check=True, capture_output=True)
     assert tree(out) == tree(src), "every image present exactly once, byte-identical"
-    assert len(manifest(out / "manifest.jsonl")) == n
+    assert len(manifest(private(out) / "manifest.jsonl")) == n
     assert not [p for p in out.rglob(".*")], "no temporary files left"

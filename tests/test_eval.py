@@ -150,6 +150,34 @@ def test_eval_cli_json_and_user_errors(lfw_sample: Path, tmp_path: Path) -> None
     assert "input not found" in res.output
 
 
+def test_eval_finds_the_originals_through_the_private_record(lfw_sample: Path,
+                                                             tmp_path: Path) -> None:
+    """`faceanon eval ./anon` pairs the pseudonymized outputs with their originals through
+    the private record and gives the figures of the explicit --orig form."""
+    from typer.testing import CliRunner
+
+    from faceanon import keys
+    from faceanon.cli import app
+
+    runner = CliRunner()
+    key_path = tmp_path / "k.bin"
+    keys.save(keys.Key(bytes(32), 0), key_path)
+    anon = tmp_path / "anon"
+    res = runner.invoke(app, ["anonymize", str(lfw_sample), "--key", str(key_path), "--out",
+                              str(anon), "--method", "pixelate", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    reports = []
+    for extra in ([], ["--orig", str(lfw_sample)]):
+        res = runner.invoke(app, ["eval", str(anon), "--no-fid", "--json", *extra])
+        assert res.exit_code == 0, res.output
+        reports.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    implicit, explicit = ({k: v for k, v in r.items() if k != "inputs"} for r in reports)
+    assert implicit == explicit
+    assert reports[0]["inputs"]["images_paired"] == 7 and implicit["synchronism"] is not None
+    res = runner.invoke(app, ["eval", str(lfw_sample)])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and "--orig" in res.output
+
+
 def test_keras_same_max_pool_pads_like_tensorflow() -> None:
     import torch
 

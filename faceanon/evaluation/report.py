@@ -1,7 +1,9 @@
 """``faceanon eval``: measure an anonymized dataset against its originals with KFAAR's metrics.
 
-Images are paired by relative path; in each pair, every face MTCNN finds in the original is
-matched to the anonymized image's face with the largest box overlap. From there each metric
+Images are paired by the relative path of the input they were made from (the private record
+beside an output maps its pseudonymized paths back; without one, paths must be equal); in each
+pair, every face MTCNN finds in the original is matched to the anonymized image's face with the
+largest box overlap. From there each metric
 needs only what the inputs allow:
 
 - detection rate: share of original faces for which a face is found at the same place;
@@ -24,7 +26,7 @@ The recognizer's threshold is the one given, else its EER threshold on LFW
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,8 @@ import cv2
 import numpy as np
 
 from faceanon.align import align
-from faceanon.datasets import Entry, Job, open_input
+from faceanon import records
+from faceanon.datasets import Entry, open_input
 from faceanon.errors import FaceanonError
 from faceanon.evaluation.expression import expression_similarity
 from faceanon.evaluation.pose import angle_error
@@ -181,6 +184,22 @@ def _images(path: Path) -> dict[str, Entry]:
     return {e.relpath: e for e in open_input(path).entries() if e.skip_reason is None}
 
 
+def _images_by_input(path: Path) -> dict[str, Entry]:
+    """An anonymized output's images keyed by the relative path of the input each was made
+    from: the private record maps pseudonymized paths back; without one, paths are kept."""
+    source_of = {o: i for i, o in records.output_paths(path).items()}
+    return {source_of.get(rel, rel): e for rel, e in _images(path).items()}
+
+
+def originals_of(anon: Path) -> Path:
+    """The input an anonymized output was made from, as its private run record names it."""
+    run = records.read_run(anon)
+    if not run or not run.get("input"):
+        raise FaceanonError(f"give --orig: no private record ({records.private_dir(anon)}) "
+                            "names the originals", anon)
+    return Path(run["input"])
+
+
 def _load(entry: Entry) -> np.ndarray | None:
     try:
         return entry.load()
@@ -190,26 +209,11 @@ def _load(entry: Entry) -> np.ndarray | None:
 
 def _side_info(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     """An anonymized output's run settings and manifest status counts (empty when absent)."""
-    job = Job("eval", open_input(path), path)
-    settings: dict[str, Any] = {}
-    if job.run_path.is_file():
-        try:
-            settings = json.loads(job.run_path.read_text(encoding="utf-8")).get("settings") or {}
-        except (OSError, json.JSONDecodeError):
-            settings = {}
+    settings = (records.read_run(path) or {}).get("settings") or {}
     counts: dict[str, int] = {}
-    if job.manifest_path.is_file():
-        for rec in _manifest_lines(job.manifest_path):
-            counts[str(rec.get("status"))] = counts.get(str(rec.get("status")), 0) + 1
+    for rec in records.read_manifest(path):
+        counts[str(rec.get("status"))] = counts.get(str(rec.get("status")), 0) + 1
     return settings, counts
-
-
-def _manifest_lines(path: Path) -> Iterator[dict[str, Any]]:
-    for raw in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
-        try:
-            yield json.loads(raw)
-        except json.JSONDecodeError:
-            continue
 
 
 # ------------------------------------------------------------------------------ the pipeline
@@ -302,13 +306,15 @@ def _verification(scores: np.ndarray, same: np.ndarray) -> dict[str, float | int
             "same_pairs": int(same.sum()), "different_pairs": int((~same).sum())}
 
 
-def evaluate(anon: str | Path, orig: str | Path, options: EvalOptions,
+def evaluate(anon: str | Path, orig: str | Path | None, options: EvalOptions,
              out_dir: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
-    """Measure ANON against ORIG; returns the report and, with ``out_dir``, writes there
-    ``report.json``, ``roc.png`` (when synchronism was measured) and ``contact_sheet.png``."""
-    anon, orig = Path(anon), Path(orig)
-    anon_entries, orig_entries = _images(anon), _images(orig)
-    anon2_entries = _images(options.anon2) if options.anon2 is not None else None
+    """Measure ANON against ORIG (default: the input ANON's private record names); returns the
+    report and, with ``out_dir``, writes there ``report.json``, ``roc.png`` (when synchronism
+    was measured) and ``contact_sheet.png``."""
+    anon = Path(anon)
+    orig = originals_of(anon) if orig is None else Path(orig)
+    anon_entries, orig_entries = _images_by_input(anon), _images(orig)
+    anon2_entries = _images_by_input(options.anon2) if options.anon2 is not None else None
     paired = sorted(set(anon_entries) & set(orig_entries), key=lambda r: r.encode("utf-8", "surrogateescape"))
     if anon2_entries is not None:
         paired = [r for r in paired if r in anon2_entries]

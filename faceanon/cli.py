@@ -367,6 +367,13 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
 
 # --- commands: eval ---
 
+# The evaluator's options, shared by eval and audit (audit's face check is eval's anonymity).
+EVAL_RECOGNIZER = typer.Option("dlib", "--eval-recognizer",
+                               help="dlib | mobilefacenet:CKPT (an independent evaluator).")
+MATCH_THRESHOLD = typer.Option(None, "--threshold", help="Cosine from which two faces match "
+                               "(default: the recognizer's EER threshold on LFW pairs.txt).")
+
+
 @app.command("eval")
 @user_errors
 def eval_command(
@@ -381,11 +388,8 @@ def eval_command(
         key: Optional[Path] = typer.Option(None, "--key",
                                            help="The key ANON was made with (checked against its "
                                                 "run.json; KVFA figures need the KVFA verifier)."),
-        recognizer: str = typer.Option("dlib", "--eval-recognizer",
-                                       help="dlib | mobilefacenet:CKPT (an independent evaluator)."),
-        threshold: Optional[float] = typer.Option(
-            None, "--threshold", help="Cosine from which two faces match (default: the recognizer's "
-                                      "EER threshold on LFW pairs.txt)."),
+        recognizer: str = EVAL_RECOGNIZER,
+        threshold: Optional[float] = MATCH_THRESHOLD,
         pose_model: Optional[Path] = typer.Option(
             None, "--pose-model", help="FSA-Net .onnx file or folder of them (default: a landmark PnP fit)."),
         expression_model: Optional[Path] = typer.Option(
@@ -469,11 +473,8 @@ def audit(out_path: Path = typer.Argument(..., metavar="OUT",
               None, "--orig", help="The originals: also check that no face still matches its "
                                    "original (default for the other checks: the input named "
                                    "in OUT's private record)."),
-          recognizer: str = typer.Option("dlib", "--eval-recognizer",
-                                         help="dlib | mobilefacenet:CKPT, for the face check."),
-          threshold: Optional[float] = typer.Option(
-              None, "--threshold", help="Cosine from which two faces match (default: the "
-                                        "recognizer's EER threshold on LFW pairs.txt)."),
+          recognizer: str = EVAL_RECOGNIZER,
+          threshold: Optional[float] = MATCH_THRESHOLD,
           device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda[:N]."),
           json_out: bool = typer.Option(False, "--json", help="Print the findings as one JSON object.")
           ) -> None:

@@ -35,8 +35,9 @@ from faceanon.errors import FaceanonError
 from faceanon.fsutil import TEMP_NAME, atomic_write_bytes, is_within
 from faceanon.images import decode, is_image_name
 from faceanon.pseudonyms import Pseudonyms
-from faceanon.records import (FAILED, MANIFEST, NAMES, NO_FACE, OK, RUN, SKIPPED, Manifest,
-                              make_private_dir, private_dir, write_private)
+from faceanon.records import (  # the statuses are re-exported for the jobs' steps
+    FAILED, MANIFEST, NAMES, NO_FACE, OK, RUN, SKIPPED, Manifest, make_private_dir, private_dir,
+    write_private)
 
 ARCHIVE_FORMAT = "images"
 ARCHIVE_VERSION = 1

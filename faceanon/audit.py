@@ -91,7 +91,7 @@ def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dl
     published = _published(out)
     report.findings += published.findings
     report.checked["images"] = len(published.images)
-    originals = Path(orig) if orig is not None else _recorded_input(out)
+    originals = Path(orig) if orig is not None else records.recorded_input(out)
     if originals is None:
         report.not_checked["names"] = report.not_checked["copies"] = (
             "needs --orig (no private record beside the output names the input)")
@@ -147,11 +147,6 @@ def _archive(path: Path) -> _Published:
     return _Published([e for e in entries if e.skip_reason is None],
                       [(e.relpath, e.label) for e in entries if e.label is not None],
                       [Finding(path.name, UNEXPECTED, f"{what} in the archive") for what in extra])
-
-
-def _recorded_input(out: Path) -> Path | None:
-    run = records.read_run(out)
-    return Path(run["input"]) if run and run.get("input") else None
 
 
 # -------------------------------------------------------------------------------------- names

@@ -54,6 +54,12 @@ def read_run(out: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def recorded_input(out: str | Path) -> Path | None:
+    """The input that ``out`` was made from, as its run record names it (absolute)."""
+    run = read_run(out)
+    return Path(run["input"]) if run and run.get("input") else None
+
+
 def manifest_lines(path: Path) -> Iterator[dict[str, Any]]:
     """The records of a manifest file; a line torn by a kill is passed over."""
     for raw in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():

@@ -193,11 +193,11 @@ def _images_by_input(path: Path) -> dict[str, Entry]:
 
 def originals_of(anon: Path) -> Path:
     """The input an anonymized output was made from, as its private run record names it."""
-    run = records.read_run(anon)
-    if not run or not run.get("input"):
+    recorded = records.recorded_input(anon)
+    if recorded is None:
         raise FaceanonError(f"give --orig: no private record ({records.private_dir(anon)}) "
                             "names the originals", anon)
-    return Path(run["input"])
+    return recorded
 
 
 def _load(entry: Entry) -> np.ndarray | None:

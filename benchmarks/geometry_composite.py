@@ -45,23 +45,24 @@ def psnr_in(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
 
 
-def alignment_and_round_trip(det: Detector, paths: list[Path], size: int) -> None:
-    ref = template_points("faceanon", size)
+def alignment_and_round_trip(det: Detector, paths: list[Path], size: int,
+                             template: str = "faceanon") -> None:
+    ref = template_points(template, size)
     dists, psnrs, missed = [], [], 0
-    mask = ellipse_mask("faceanon", size)
+    mask = ellipse_mask(template, size)
     for p in paths:
         img = load_image(p)
         f = centre_face(det, img)
         if f is None:
             missed += 1
             continue
-        crops, mats = align(img, f.landmarks5[None], "faceanon", size)
+        crops, mats = align(img, f.landmarks5[None], template, size)
         again = [g for g in det(crops[0]) if g.box[0] < size / 2 < g.box[2]]
         if again:
             dists.append(np.linalg.norm(again[0].landmarks5 - ref, axis=1).mean())
         else:
             missed += 1
-        back = paste(img, crops[0], mats[0])
+        back = paste(img, crops[0], mats[0], template=template)
         region = cv2.warpAffine(mask, mats[0], img.shape[1::-1],
                                 flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) > 0.5
         psnrs.append(psnr_in(back, img, region))
@@ -148,6 +149,9 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("FACEANON_SHARED", "../shared"))
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--template", default="faceanon", help="crop template (faceanon or face)")
+    ap.add_argument("--round-trip-only", action="store_true",
+                    help="only the alignment and round-trip figures")
     ap.add_argument("--sheet", type=Path, default=Path("/tmp/geometry_sheet.png"))
     ap.add_argument("--large", type=Path, default=Path("/tmp/geometry_large.jpg"))
     ap.add_argument("--noface", type=Path, default=Path("/tmp/geometry_noface.jpg"))
@@ -157,8 +161,11 @@ def main() -> None:
     paths = sorted(Path(args.shared, "data/lfw/images").glob("*/*.jpg"))
     sample = paths[:: max(1, len(paths) // args.n)][: args.n]
     det = Detector()
+    if args.round_trip_only:
+        alignment_and_round_trip(det, sample, args.size, args.template)
+        return
     contact_sheet(det, paths[::37], args.sheet)
-    alignment_and_round_trip(det, sample, args.size)
+    alignment_and_round_trip(det, sample, args.size, args.template)
     large_photo(det, paths, args.large)
     no_face(det, args.noface)
     if args.noface_photo:

@@ -703,7 +703,14 @@ def train_generator(
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
         max_minutes: Optional[float] = typer.Option(
             None, "--max-minutes", help="Stop (checkpointed) after this long; --resume continues."),
-        preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, 64, 128 or 256."),
+        max_cpu_minutes: Optional[float] = typer.Option(
+            None, "--max-cpu-minutes", help="Stop (checkpointed) after this much CPU time of this "
+                                            "process (comparable on a shared machine)."),
+        discriminator: str = typer.Option(
+            "stylegan2", "--discriminator", help="stylegan2 (trained from scratch) or projected "
+                                                 "(heads on frozen dlib features)."),
+        preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, cpu64w, 64, 128 "
+                                                                "or 256."),
         batch: int = typer.Option(32, "--batch", help="Minibatch size."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
         amp: str = typer.Option("auto", "--amp", help="auto (bf16 on CUDA), bf16, fp16 or none."),
@@ -718,6 +725,7 @@ def train_generator(
             None, "--register", help="When done, add the EMA generator to weights/ under this name."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
     """Train the StyleGAN2 face generator (resumable; losses in OUT/log.jsonl, grids in OUT/samples)."""
+    import signal
     import time
 
     from faceanon import weights
@@ -737,7 +745,7 @@ def train_generator(
     fid_every = (50.0 if on_cuda else 0.0) if fid_every is None else fid_every
     faces = load_aligned(data)
     cfg = TrainConfig(preset=preset_name, batch=batch, seed=seed, sample_every_kimg=sample_every,
-                      fid_every_kimg=fid_every, fid_n=fid_n)
+                      fid_every_kimg=fid_every, fid_n=fid_n, discriminator=discriminator)
     trainer = GeneratorTrainer(faces.images, out_dir, cfg, device=device, amp=amp_mode,
                                resume=resume)
     start_nimg, t0 = trainer.nimg, time.time()
@@ -749,11 +757,16 @@ def train_generator(
                       highlight=False)
             last["t"] = time.time()
 
-    trainer.train(kimg, progress, None if max_minutes is None else max_minutes * 60)
+    stopping = []  # SIGTERM ends the chunk cleanly: checkpoint, samples and export
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    trainer.train(kimg, progress, None if max_minutes is None else max_minutes * 60,
+                  None if max_cpu_minutes is None else max_cpu_minutes * 60,
+                  stop=lambda: bool(stopping))
     wall = time.time() - t0
     summary: dict[str, Any] = {
         "out": str(out_dir), "kimg": round(trainer.nimg / 1000, 3), "step": trainer.step,
-        "wall_s": round(wall, 1), "img_per_s": round((trainer.nimg - start_nimg) / max(wall, 1e-9), 2),
+        "wall_s": round(wall, 1), "cpu_min": round(trainer.cpu_seconds / 60, 2),
+        "img_per_s": round((trainer.nimg - start_nimg) / max(wall, 1e-9), 2),
         "export": str(out_dir / EXPORT)}
     if fid_every > 0:
         summary["fid"] = round(trainer.measure_fid(), 3)
@@ -761,6 +774,7 @@ def train_generator(
     if register_as:
         meta = {"resolution": trainer.arch.resolution, "trained_on": f"{data.name} "
                 f"({len(faces.images)} aligned faces, template {faces.template})",
+                "template": faces.template, "discriminator": discriminator,
                 "kimg": summary["kimg"], "fid": summary.get("fid"), "preset": preset_name,
                 "arch": trainer.arch.to_dict(), "dtype": "float16", "default": True}
         weights.register(register_as, "generator", out_dir / EXPORT, **meta)

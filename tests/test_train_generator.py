@@ -17,8 +17,8 @@ from faceanon.errors import FaceanonError
 from faceanon.nets.stylegan2 import pretrained_generator
 from faceanon.lfw import read_people
 from faceanon.training.aligned import load_aligned, prepare
-from faceanon.training.generator import (CHECKPOINT, EXPORT, LOG, GeneratorTrainer, TrainConfig,
-                                         diff_augment)
+from faceanon.training.generator import (CHECKPOINT, COMPACT, EXPORT, LOG, GeneratorTrainer,
+                                         TrainConfig, diff_augment)
 
 pytestmark = pytest.mark.lfw
 
@@ -95,7 +95,7 @@ def run_steps(trainer: GeneratorTrainer, n: int) -> None:
 
 def log_losses(out: Path) -> list[dict]:
     lines = [json.loads(x) for x in (out / LOG).read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k != "img_per_s"} for r in lines]
+    return [{k: v for k, v in r.items() if k not in ("img_per_s", "cpu_min")} for r in lines]
 
 
 def test_seeded_runs_are_identical_and_resume_continues_the_same_run(aligned: Path,
@@ -163,6 +163,59 @@ def test_cli_train_resume_and_register(aligned: Path, tmp_path: Path,
     assert entry["kind"] == "generator" and entry["resolution"] == 32 and entry["kimg"] == 0.016
     g = pretrained_generator("test-gen")
     assert g(torch.randn(1, g.cfg.z_dim)).shape == (1, 3, 32, 32)
+
+
+def test_projected_discriminator_trains_and_checkpoints_only_its_heads(aligned: Path,
+                                                                        tmp_path: Path) -> None:
+    trainer = GeneratorTrainer(load_aligned(aligned).images, tmp_path,
+                               config(discriminator="projected"))
+    assert trainer.cfg.r1_gamma == 0.0  # the frozen features need no R1
+    before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
+    run_steps(trainer, 2)
+    after = trainer.D.state_dict()
+    assert not any(k.startswith("features") or "blocks" in k for k in after)  # dlib net not saved
+    assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("proj"))  # fixed
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("head"))
+    assert np.isfinite(json.loads((tmp_path / LOG).read_text().splitlines()[-1])["loss_D"])
+
+
+def test_compact_checkpoint_resumes_on_a_fresh_machine(aligned: Path, tmp_path: Path) -> None:
+    images = load_aligned(aligned).images
+    first = GeneratorTrainer(images, tmp_path / "a", config())
+    first.train(kimg=0.008)
+    assert (tmp_path / "a" / COMPACT).stat().st_size < (tmp_path / "a" / CHECKPOINT).stat().st_size
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / COMPACT).write_bytes((tmp_path / "a" / COMPACT).read_bytes())
+    resumed = GeneratorTrainer(images, tmp_path / "b", config(), resume=True)
+    saved = torch.load(tmp_path / "a" / COMPACT, weights_only=False)
+    assert resumed.step == first.step and resumed.cpu_seconds >= saved["cpu_s"] > 0
+    for p, q in zip(first.G_ema.parameters(), resumed.G_ema.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-3)  # fp16 round trip
+    resumed.train(kimg=0.016)
+    assert resumed.step == 2 * first.step
+
+
+def test_cpu_budget_and_stop_end_a_chunk_cleanly(aligned: Path, tmp_path: Path) -> None:
+    trainer = GeneratorTrainer(load_aligned(aligned).images, tmp_path, config())
+    trainer.train(kimg=100.0, max_cpu_seconds=0.0)
+    assert trainer.step == 0 and (tmp_path / COMPACT).is_file()
+    calls = iter([False, False, True])
+    trainer.train(kimg=100.0, stop=lambda: next(calls))
+    assert trainer.step == 2
+
+
+def test_prepare_on_the_tight_face_template(lfw_sample: Path, tmp_path: Path) -> None:
+    """The 'face' template crops the paste region: the eyes sit further apart than on the
+    loose 'faceanon' template, and the archive records which template it holds."""
+    _, counts = prepare(lfw_sample, tmp_path / "f.h5", size=64, template="face")
+    assert counts["ok"] == 7
+    faces = load_aligned(tmp_path / "f.h5")
+    assert faces.template == "face"
+    from faceanon.align import template_points
+    tight, loose = template_points("face", 64), template_points("faceanon", 64)
+    assert np.linalg.norm(tight[1] - tight[0]) > 1.2 * np.linalg.norm(loose[1] - loose[0])
+    with pytest.raises(FaceanonError, match="unknown template"):
+        prepare(lfw_sample, tmp_path / "g.h5", size=64, template="nope")
 
 
 def test_cli_prepare(lfw_sample: Path, tmp_path: Path) -> None:

@@ -73,6 +73,10 @@ PRESETS: dict[str, StyleGANConfig] = {
     # What one CPU thread can train in under an hour (~20 img/s): 64 px, 64→16 channels.
     "cpu64": StyleGANConfig(resolution=64, z_dim=128, w_dim=128, mapping_layers=4,
                             channel_base=1024, channel_max=64),
+    # cpu64 with 128 channels at 4-8 px: more capacity for the face's layout at little cost
+    # (the 4-8 px layers are cheap); the pilot candidate "wide low, lean high".
+    "cpu64w": StyleGANConfig(resolution=64, z_dim=128, w_dim=128, mapping_layers=4,
+                             channel_base=1024, channel_max=128),
     # Accelerator presets (StyleGAN2-ADA's "paper256"-like widths, scaled by resolution).
     "64": StyleGANConfig(resolution=64, channel_base=16384, channel_max=512),
     "128": StyleGANConfig(resolution=128, channel_base=16384, channel_max=512),

@@ -4,6 +4,9 @@ One ``GeneratorTrainer`` owns an output folder:
 
 - ``checkpoint.pt``: G, D, G_ema, both optimizers, image counter and the RNG state, written
   atomically, so ``resume`` continues the *same* run (same step counter and loss trajectory);
+- ``checkpoint-compact.pt``: the same in fp16 without optimizer state, written at the end of
+  each chunk; small enough to commit, and ``resume`` starts from it when ``checkpoint.pt`` is
+  absent (a fresh machine);
 - ``log.jsonl``: averaged losses every ``log_every`` steps and FID lines when measured;
 - ``samples/grid-{kimg}.png``: G_ema on fixed latents, to watch progress;
 - ``generator_ema_fp16.pt`` + ``generator.json``: the exported EMA weights (fp16) and their
@@ -38,9 +41,10 @@ from faceanon.images import save_image
 from faceanon.nets.stylegan2 import Discriminator, Generator, StyleGANConfig, preset
 
 __all__ = ["TrainConfig", "GeneratorTrainer", "diff_augment", "image_grid", "export_ema",
-           "resize_uint8"]
+           "resize_uint8", "run_generator", "build_discriminator", "DISCRIMINATORS"]
 
 CHECKPOINT = "checkpoint.pt"
+COMPACT = "checkpoint-compact.pt"  # fp16, no optimizer state: what gets committed per chunk
 LOG = "log.jsonl"
 EXPORT = "generator_ema_fp16.pt"
 EXPORT_INFO = "generator.json"
@@ -131,13 +135,20 @@ class TrainConfig:
     fid_every_kimg: float = 0.0         # 0: only when asked (``measure_fid``)
     fid_n: int = 10_000
     arch: dict[str, int] = field(default_factory=dict)  # overrides of the preset's fields
+    # "stylegan2": the residual discriminator trained from scratch; "projected": patch heads on
+    # frozen features of dlib's face recognizer (faceanon.nets.projected), no R1 needed.
+    discriminator: str = "stylegan2"
 
     def architecture(self) -> StyleGANConfig:
         return preset(self.preset, **self.arch)
 
     def resolved(self) -> "TrainConfig":
+        if self.discriminator not in DISCRIMINATORS:
+            raise FaceanonError(f"unknown discriminator {self.discriminator!r}; known: "
+                                f"{', '.join(DISCRIMINATORS)}")
         res = self.architecture().resolution
-        gamma = self.r1_gamma if self.r1_gamma is not None else 0.0002 * res * res / self.batch
+        default_gamma = 0.0 if self.discriminator == "projected" else 0.0002 * res * res / self.batch
+        gamma = self.r1_gamma if self.r1_gamma is not None else default_gamma
         ema = self.ema_kimg if self.ema_kimg is not None else 10.0 * self.batch / 32
         return TrainConfig(**{**asdict(self), "r1_gamma": gamma, "ema_kimg": ema,
                               "augment": tuple(self.augment)})
@@ -148,6 +159,22 @@ class TrainConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()
                 if k not in ("log_every", "sample_every_kimg", "checkpoint_every_kimg",
                              "checkpoint_minutes", "fid_every_kimg", "fid_n")}
+
+
+DISCRIMINATORS = ("stylegan2", "projected")
+
+
+def build_discriminator(cfg: TrainConfig, arch: StyleGANConfig,
+                        device: torch.device) -> torch.nn.Module:
+    """The discriminator ``cfg`` names, on ``device`` (a projected one loads dlib's network)."""
+    if cfg.discriminator == "projected":
+        from faceanon.identity import load_recognizer
+        from faceanon.nets.projected import ProjectedDiscriminator, dlib_feature_pyramid
+
+        net = load_recognizer("dlib", device).net
+        return ProjectedDiscriminator(dlib_feature_pyramid(net), (32, 64, 128),
+                                      seed=cfg.seed).to(device)
+    return Discriminator(arch).to(device)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -170,6 +197,19 @@ def export_ema(g_ema: Generator, path: str | Path) -> dict[str, torch.Tensor]:
              for k, v in g_ema.state_dict().items()}
     atomic_torch_save(state, Path(path))
     return state
+
+
+def run_generator(run: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """The EMA generator a training run last exported (``generator.json`` + its fp16 file)."""
+    run = Path(run)
+    try:
+        info = json.loads((run / EXPORT_INFO).read_text(encoding="utf-8"))
+        state = torch.load(run / info["file"], map_location="cpu", weights_only=True)
+    except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as e:
+        raise FaceanonError(f"no exported generator in this run ({type(e).__name__})", run) from None
+    g = Generator(StyleGANConfig.from_dict(info["arch"]))
+    g.load_state_dict({k: v.float() for k, v in state.items()})
+    return g.eval().requires_grad_(False).to(device)
 
 
 def resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
@@ -210,12 +250,14 @@ class GeneratorTrainer:
         self.data = resize_uint8(images, self.arch.resolution).to(self.device)
 
         ckpt_path = self.out / CHECKPOINT
+        if not ckpt_path.exists() and (self.out / COMPACT).exists():
+            ckpt_path = self.out / COMPACT
         if ckpt_path.exists() and not resume:
             raise FaceanonError("output folder already holds a training run; pass --resume to "
                                 "continue it or choose another --out", self.out)
         torch.manual_seed(self.cfg.seed)
         self.G = Generator(self.arch).to(self.device)
-        self.D = Discriminator(self.arch).to(self.device)
+        self.D = build_discriminator(self.cfg, self.arch, self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         if self.channels_last:
             for net in (self.G, self.D, self.G_ema):
@@ -228,6 +270,7 @@ class GeneratorTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
         self.step = 0
         self.nimg = 0
+        self._cpu_base, self._cpu_mark = 0.0, time.process_time()
         self._since_ckpt = time.time()
         self._acc: dict[str, list[float]] = {}
         self._t_log = time.time()
@@ -249,15 +292,31 @@ class GeneratorTrainer:
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "step": self.step, "nimg": self.nimg,
+            "step": self.step, "nimg": self.nimg, "cpu_s": round(self.cpu_seconds, 1),
             "data_shape": list(self.data.shape),
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time this run has used, over all its chunks (all threads of the process)."""
+        return self._cpu_base + time.process_time() - self._cpu_mark
+
     def save_checkpoint(self) -> None:
         atomic_torch_save(self.state(), self.out / CHECKPOINT)
         self._since_ckpt = time.time()
+
+    def save_compact(self, path: str | Path) -> None:
+        """The checkpoint without optimizer state, networks in fp16: small enough to commit
+        after every chunk (a run resumed from it restarts Adam's moment estimates)."""
+        state = self.state()
+        for k in ("opt_G", "opt_D", "scaler"):
+            state.pop(k)
+        for k in ("G", "D", "G_ema"):
+            state[k] = {n: (v.half() if v.is_floating_point() else v)
+                        for n, v in state[k].items()}
+        atomic_torch_save(state, Path(path))
 
     def _load(self, path: Path) -> None:
         try:
@@ -274,13 +333,15 @@ class GeneratorTrainer:
         if ckpt.get("data_shape") not in (None, list(self.data.shape)):
             raise FaceanonError(f"checkpoint was trained on other data ({ckpt['data_shape'][0]} "
                                 f"images, now {len(self.data)}); use the same --data", path)
-        self.G.load_state_dict(ckpt["G"])
-        self.D.load_state_dict(ckpt["D"])
-        self.G_ema.load_state_dict(ckpt["G_ema"])
-        self.opt_G.load_state_dict(ckpt["opt_G"])
-        self.opt_D.load_state_dict(ckpt["opt_D"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        for net, key in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema")):
+            net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                 for k, v in ckpt[key].items()})
+        if "opt_G" in ckpt:  # a compact checkpoint has none: Adam starts afresh
+            self.opt_G.load_state_dict(ckpt["opt_G"])
+            self.opt_D.load_state_dict(ckpt["opt_D"])
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.nimg = int(ckpt["step"]), int(ckpt["nimg"])
+        self._cpu_base, self._cpu_mark = float(ckpt.get("cpu_s", 0.0)), time.process_time()
         torch.set_rng_state(ckpt["rng"].cpu())
         if ckpt["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
@@ -412,7 +473,8 @@ class GeneratorTrainer:
                 self._fid_real.save(cache)
         value = fid(self._fid_real, generated_images(self.G_ema, n), self._inception)
         self._log({"step": self.step, "kimg": round(self.nimg / 1000, 3), "fid": round(value, 3),
-                   "fid_n_generated": n, "fid_n_real": n_real})
+                   "fid_n_generated": n, "fid_n_real": n_real,
+                   "cpu_min": round(self.cpu_seconds / 60, 2)})
         return value
 
     def _log(self, rec: dict[str, Any]) -> None:
@@ -428,6 +490,7 @@ class GeneratorTrainer:
             rec.update({k: round(float(np.mean(v)), 5) for k, v in self._acc.items()})
             shown = self.cfg.batch * len(self._acc["loss_G"])  # fewer right after a resume
             rec["img_per_s"] = round(shown / max(now - self._t_log, 1e-9), 2)
+            rec["cpu_min"] = round(self.cpu_seconds / 60, 2)
             self._log(rec)
             self._acc, self._t_log = {}, now
 
@@ -437,22 +500,35 @@ class GeneratorTrainer:
         export_ema(self.G_ema, path)
         atomic_write_text(self.out / EXPORT_INFO, json.dumps(
             {"arch": self.arch.to_dict(), "preset": self.cfg.preset,
-             "kimg": round(self.nimg / 1000, 3),
+             "discriminator": self.cfg.discriminator, "kimg": round(self.nimg / 1000, 3),
+             "cpu_min": round(self.cpu_seconds / 60, 2),
              "step": self.step, "file": EXPORT}, indent=2, sort_keys=True) + "\n")
         return path
 
     def train(self, kimg: float, progress: Callable[[dict[str, Any]], None] | None = None,
-              max_seconds: float | None = None) -> None:
-        """Train until ``kimg`` thousand real images have been shown (or ``max_seconds`` have
-        passed: a time-boxed chunk of a longer run), then checkpoint and export."""
+              max_seconds: float | None = None, max_cpu_seconds: float | None = None,
+              stop: Callable[[], bool] | None = None) -> None:
+        """Train until ``kimg`` thousand real images have been shown, then checkpoint and export.
+
+        A chunk of a longer run ends earlier when ``max_seconds`` of wall time or
+        ``max_cpu_seconds`` of this process's CPU time have passed, or when ``stop()`` says so
+        (a signal). CPU time is what makes runs comparable on a machine shared with other work:
+        the pilot of candidate recipes gives each the same CPU budget.
+        """
         target = int(kimg * 1000)
         deadline = None if max_seconds is None else time.time() + max_seconds
+        cpu_deadline = None if max_cpu_seconds is None else time.process_time() + max_cpu_seconds
 
         def crossed(every_kimg: float, before: int) -> bool:
             every = int(every_kimg * 1000)
             return every > 0 and before // every != self.nimg // every
 
-        while self.nimg < target and (deadline is None or time.time() < deadline):
+        def go_on() -> bool:
+            return (self.nimg < target and (deadline is None or time.time() < deadline)
+                    and (cpu_deadline is None or time.process_time() < cpu_deadline)
+                    and not (stop is not None and stop()))
+
+        while go_on():
             before = self.nimg
             stats = self.train_step()
             self._accumulate(stats)
@@ -466,5 +542,6 @@ class GeneratorTrainer:
                     or time.time() - self._since_ckpt > self.cfg.checkpoint_minutes * 60):
                 self.save_checkpoint()
         self.save_checkpoint()
+        self.save_compact(self.out / COMPACT)
         self.write_samples()
         self.export()

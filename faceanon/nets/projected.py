@@ -1,0 +1,87 @@
+"""A projected discriminator (Sauer et al., "Projected GANs Converge Faster", NeurIPS 2021).
+
+Instead of learning what a face looks like from scratch, the discriminator judges images in the
+feature space of a frozen, pretrained network: multi-scale features are mixed by fixed random
+1x1 projections (the paper's cross-channel mixing, which stops the discriminator from relying
+on a few dominant feature channels) and each scale gets a small trainable patch head. On a
+2-core CPU this is what lets a small generator learn eyes, nose and mouth in hours rather than
+days: the pretrained features already separate sharp facial parts from smeared ones.
+
+The feature network is passed in (loading lives elsewhere) and is *not* a registered submodule,
+so checkpoints hold only the trainable heads and the fixed projections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["FeaturePyramid", "ProjectedDiscriminator", "dlib_feature_pyramid"]
+
+# Images in [-1, 1] → a list of feature maps, finest first.
+FeaturePyramid = Callable[[torch.Tensor], list[torch.Tensor]]
+
+
+def dlib_feature_pyramid(net: nn.Module, input_size: int = 96,
+                         stages: Sequence[int] = (3, 7, 10)) -> FeaturePyramid:
+    """Features after the given residual blocks of a frozen ``DlibResNet`` (its 32-, 64- and
+    128-channel stages), for images resized to ``input_size`` px.
+
+    dlib's recognizer is a face network trained on millions of faces and is not the project's
+    evaluator (MobileFaceNet), so training against it does not tune for the evaluation.
+    """
+    net.eval().requires_grad_(False)
+    last = max(stages)
+
+    def features(img: torch.Tensor) -> list[torch.Tensor]:
+        x = F.interpolate((img + 1) / 2, size=(input_size, input_size), mode="bilinear",
+                          align_corners=False)
+        x = ((x * 255.0 - net.input_mean[:, None, None]) / 256.0).contiguous(
+            memory_format=torch.channels_last)  # oneDNN's fast layout on CPU
+        x = F.max_pool2d(F.relu(net.stem_affine(net.stem_conv(x))), 3, 2)
+        out = []
+        for i, block in enumerate(net.blocks[:last], start=1):
+            x = block(x)
+            if i in stages:
+                out.append(x)
+        return out
+
+    return features
+
+
+class _PatchHead(nn.Module):
+    """Per-scale discriminator: two 3x3 convs on the projected features → a logit per patch."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, width, 3, padding=1)
+        self.out = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.leaky_relu(self.conv(x), 0.2))
+
+
+class ProjectedDiscriminator(nn.Module):
+    """Image [N, 3, R, R] in [-1, 1] → one logit per image (the mean of all patch logits)."""
+
+    def __init__(self, features: FeaturePyramid, channels: Sequence[int], projected: int = 64,
+                 head_width: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        self.features = features
+        gen = torch.Generator().manual_seed(seed)
+        for i, c in enumerate(channels):
+            # Fixed random projection (cross-channel mixing): a buffer, never trained.
+            w = torch.randn(projected, c, 1, 1, generator=gen) / c ** 0.5
+            self.register_buffer(f"proj{i}", w)
+            self.add_module(f"head{i}", _PatchHead(projected, head_width))
+        self.scales = len(channels)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        logits = []
+        for i, f in enumerate(self.features(img)):
+            p = F.conv2d(f, getattr(self, f"proj{i}"))
+            logits.append(getattr(self, f"head{i}")(p).flatten(1).mean(1, keepdim=True))
+        return torch.stack(logits, 0).sum(0)

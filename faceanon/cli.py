@@ -707,8 +707,9 @@ def train_generator(
             None, "--max-cpu-minutes", help="Stop (checkpointed) after this much CPU time of this "
                                             "process (comparable on a shared machine)."),
         discriminator: str = typer.Option(
-            "stylegan2", "--discriminator", help="stylegan2 (trained from scratch) or projected "
-                                                 "(heads on frozen dlib features)."),
+            "stylegan2", "--discriminator", help="stylegan2 (trained from scratch), projected "
+                                                 "(heads on frozen dlib features) or "
+                                                 "projected+colour (and a pixel head)."),
         preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, cpu64w, 64, 128 "
                                                                 "or 256."),
         batch: int = typer.Option(32, "--batch", help="Minibatch size."),

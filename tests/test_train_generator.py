@@ -165,10 +165,13 @@ def test_cli_train_resume_and_register(aligned: Path, tmp_path: Path,
     assert g(torch.randn(1, g.cfg.z_dim)).shape == (1, 3, 32, 32)
 
 
+@pytest.mark.parametrize("kind", ["projected", "projected+colour"])
 def test_projected_discriminator_trains_and_checkpoints_only_its_heads(aligned: Path,
-                                                                        tmp_path: Path) -> None:
+                                                                        tmp_path: Path,
+                                                                        kind: str) -> None:
     trainer = GeneratorTrainer(load_aligned(aligned).images, tmp_path,
-                               config(discriminator="projected"))
+                               config(discriminator=kind))
+    assert any(k.startswith("colour.") for k in trainer.D.state_dict()) == (kind != "projected")
     assert trainer.cfg.r1_gamma == 0.0  # the frozen features need no R1
     before = {k: v.clone() for k, v in trainer.D.state_dict().items()}
     run_steps(trainer, 2)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeaturePyramid", "ProjectedDiscriminator", "dlib_feature_pyramid"]
+__all__ = ["FeaturePyramid", "ProjectedDiscriminator", "ColourHead", "dlib_feature_pyramid"]
 
 # Images in [-1, 1] → a list of feature maps, finest first.
 FeaturePyramid = Callable[[torch.Tensor], list[torch.Tensor]]
@@ -64,11 +64,32 @@ class _PatchHead(nn.Module):
         return self.out(F.leaky_relu(self.conv(x), 0.2))
 
 
+class ColourHead(nn.Module):
+    """A small discriminator on the image itself, shrunk to ``size`` px.
+
+    A face recognizer's features are trained to ignore colour and lighting, so heads on them
+    alone let the generator paint faces green; this head judges colour and the coarse layout.
+    """
+
+    def __init__(self, size: int = 16, width: int = 64) -> None:
+        super().__init__()
+        self.size = size
+        self.conv0 = nn.Conv2d(3, width, 3, padding=1)
+        self.conv1 = nn.Conv2d(width, width, 3, stride=2, padding=1)
+        self.out = nn.Conv2d(width, 1, 1)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(img, self.size)
+        x = F.leaky_relu(self.conv1(F.leaky_relu(self.conv0(x), 0.2)), 0.2)
+        return self.out(x)
+
+
 class ProjectedDiscriminator(nn.Module):
-    """Image [N, 3, R, R] in [-1, 1] → one logit per image (the mean of all patch logits)."""
+    """Image [N, 3, R, R] in [-1, 1] → one logit per image (the sum over scales of the mean
+    patch logit), optionally with a ``ColourHead`` on the pixels as one more scale."""
 
     def __init__(self, features: FeaturePyramid, channels: Sequence[int], projected: int = 64,
-                 head_width: int = 64, seed: int = 0) -> None:
+                 head_width: int = 64, seed: int = 0, colour_head: bool = False) -> None:
         super().__init__()
         self.features = features
         gen = torch.Generator().manual_seed(seed)
@@ -77,11 +98,13 @@ class ProjectedDiscriminator(nn.Module):
             w = torch.randn(projected, c, 1, 1, generator=gen) / c ** 0.5
             self.register_buffer(f"proj{i}", w)
             self.add_module(f"head{i}", _PatchHead(projected, head_width))
-        self.scales = len(channels)
+        self.colour = ColourHead(width=head_width) if colour_head else None
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         logits = []
         for i, f in enumerate(self.features(img)):
             p = F.conv2d(f, getattr(self, f"proj{i}"))
             logits.append(getattr(self, f"head{i}")(p).flatten(1).mean(1, keepdim=True))
+        if self.colour is not None:
+            logits.append(self.colour(img).flatten(1).mean(1, keepdim=True))
         return torch.stack(logits, 0).sum(0)

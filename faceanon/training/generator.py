@@ -147,7 +147,8 @@ class TrainConfig:
             raise FaceanonError(f"unknown discriminator {self.discriminator!r}; known: "
                                 f"{', '.join(DISCRIMINATORS)}")
         res = self.architecture().resolution
-        default_gamma = 0.0 if self.discriminator == "projected" else 0.0002 * res * res / self.batch
+        default_gamma = (0.0 if self.discriminator.startswith("projected")
+                         else 0.0002 * res * res / self.batch)
         gamma = self.r1_gamma if self.r1_gamma is not None else default_gamma
         ema = self.ema_kimg if self.ema_kimg is not None else 10.0 * self.batch / 32
         return TrainConfig(**{**asdict(self), "r1_gamma": gamma, "ema_kimg": ema,
@@ -161,19 +162,21 @@ class TrainConfig:
                              "checkpoint_minutes", "fid_every_kimg", "fid_n")}
 
 
-DISCRIMINATORS = ("stylegan2", "projected")
+# "projected+colour" adds a small pixel-space head (faceanon.nets.projected.ColourHead).
+DISCRIMINATORS = ("stylegan2", "projected", "projected+colour")
 
 
 def build_discriminator(cfg: TrainConfig, arch: StyleGANConfig,
                         device: torch.device) -> torch.nn.Module:
     """The discriminator ``cfg`` names, on ``device`` (a projected one loads dlib's network)."""
-    if cfg.discriminator == "projected":
+    if cfg.discriminator.startswith("projected"):
         from faceanon.identity import load_recognizer
         from faceanon.nets.projected import ProjectedDiscriminator, dlib_feature_pyramid
 
         net = load_recognizer("dlib", device).net
-        return ProjectedDiscriminator(dlib_feature_pyramid(net), (32, 64, 128),
-                                      seed=cfg.seed).to(device)
+        return ProjectedDiscriminator(dlib_feature_pyramid(net), (32, 64, 128), seed=cfg.seed,
+                                      colour_head=cfg.discriminator == "projected+colour"
+                                      ).to(device)
     return Discriminator(arch).to(device)
 
 

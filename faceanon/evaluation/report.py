@@ -321,7 +321,8 @@ def evaluate(anon: str | Path, orig: str | Path | None, options: EvalOptions,
     if options.limit is not None:
         paired = paired[:options.limit]
     if not paired:
-        raise FaceanonError(f"no image has the same relative path in both folders ({orig})", anon)
+        raise FaceanonError(f"no image pairs with an original in {orig} (by the private record "
+                            "beside it, or by equal relative paths)", anon)
     report: dict[str, Any] = {"inputs": {
         "anon": str(anon), "orig": str(orig),
         "anon2": None if options.anon2 is None else str(options.anon2),

@@ -107,13 +107,16 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/faceanon-reversible"))
     ap.add_argument("--method", default="kfaar")
     args = ap.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
     src, key, other = args.work / "in", args.work / "k.bin", args.work / "other.bin"
-    for f in devtest_images(args.shared / "data" / "lfw", args.n):
-        (src / f.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, src / f.parent.name / f.name)
-    faceanon("keygen", "--out", str(key))
-    faceanon("keygen", "--out", str(other))
+    if not src.exists():  # else a killed run resumes: anonymize picks up where it stopped
+        for f in devtest_images(args.shared / "data" / "lfw", args.n):
+            (src / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, src / f.parent.name / f.name)
+        faceanon("keygen", "--out", str(key))
+        faceanon("keygen", "--out", str(other))
+    for done in ("back", "back-wrong", "anon-tampered", "back-tampered"):
+        shutil.rmtree(args.work / done, ignore_errors=True)
+        shutil.rmtree(args.work / (done + ".private"), ignore_errors=True)
     anon = args.work / "anon"
     _, t_anon, _ = faceanon("anonymize", str(src), "--key", str(key), "--out", str(anon),
                             "--method", args.method, "--reversible", "--device", "cpu")

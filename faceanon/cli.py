@@ -340,7 +340,7 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
                                          "obfuscate (people cannot recognise the face, face "
                                          "recognition still matches it)."),
               strength: Optional[float] = typer.Option(
-                  None, "--strength", help="obfuscate only, in (0, 1] (default 0.6): how heavily "
+                  None, "--strength", help="obfuscate only, in (0, 1] (default 0.75): how heavily "
                   "the face is changed; higher hides it better from people and keeps it less "
                   "recognisable for machines."),
               no_face: str = typer.Option("blur", "--no-face", help=NO_FACE_POLICY_HELP),

@@ -6,10 +6,11 @@ loss; the number of parts changed trades recognisability for people against reco
 machines. faceanon has no such generator, so it gets the trade-off by optimisation, face by
 face, on the generator's 128-px template:
 
-1. a heavy appearance change: the face is blurred at a scale set by ``strength`` (at 1.0 the
-   scale of ``--method blur``, which no recognizer matches any more);
-2. a smooth correction, a coarse grid of colour offsets upsampled bicubically (so it is low
-   frequency by construction and cannot turn into adversarial pixel noise), is optimised with
+1. a heavy appearance change: the face is blurred at a scale set by ``strength`` (sigma 0.12
+   of the crop's width at 1.0, half of the eye-to-eye distance there);
+2. a smooth correction, a coarse grid of grey-level offsets upsampled bicubically (shading:
+   low frequency by construction, so it cannot turn into adversarial pixel noise, and no
+   colour, since free colour offsets turned the face into coloured blotches), is optimised with
    Adam until the project's recognizer (dlib) embeds the blended face within ``TARGET`` cosine
    of the original. Every step sees the face through a slightly different shift, scale and
    rotation, drawn from the key, so that the correction does not hinge on one exact alignment.
@@ -36,8 +37,8 @@ from faceanon.identity import Recognizer
 from faceanon.keys import Key
 
 INFO = "faceanon/obfuscate/v1"  # HKDF info of the jitter seed
-DEFAULT_STRENGTH = 0.6
-BLUR_AT_FULL = 0.08   # blur sigma as a share of the crop's width at strength 1 (as --method blur)
+DEFAULT_STRENGTH = 0.75
+BLUR_AT_FULL = 0.12   # blur sigma as a share of the crop's width at strength 1
 GRID = 8              # correction grid: GRID x GRID colour offsets over the crop
 STEPS = 12            # optimisation steps per attempt (attempt k gets (k + 1) * STEPS)
 LEARNING_RATE = 0.04

@@ -194,7 +194,9 @@ def _associated(name: str, kind: int, index: int) -> bytes:
 
 
 def pixel_digest(pixels: np.ndarray) -> bytes:
-    return hashlib.sha256(repr(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes()).digest()
+    """SHA-256 of an image's shape and pixels: what a restore must reproduce exactly."""
+    data = repr(pixels.shape).encode() + np.ascontiguousarray(pixels).tobytes()
+    return hashlib.sha256(data).digest()
 
 
 def face_regions(original: np.ndarray, output: np.ndarray, boxes: np.ndarray
@@ -276,7 +278,8 @@ def run_restore(anon: str | Path, out: str | Path, key: Key,
     def step(entry: Entry) -> Result:
         payload = payloads(entry.relpath)
         if payload is None:
-            return Result(FAILED, reason="no restore payload (not made with anonymize --reversible)")
+            return Result(FAILED, reason="no restore payload (not made with anonymize "
+                                         "--reversible)")
         restored = sealer.open(entry.relpath, entry.read_bytes(), payload)
         name = restored_name(restored.relpath)
         return Result(OK, data=encode(restored.pixels, name), target=(name, restored.label))

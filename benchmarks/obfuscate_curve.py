@@ -88,6 +88,10 @@ def main() -> None:
     rows = []
     for name, options in runs:
         out = args.work / name.replace(" ", "-")
+        done = out.with_name(out.name + ".result.json")  # a finished run is not measured again
+        if done.exists():
+            rows.append(json.loads(done.read_text()))
+            continue
         faceanon("anonymize", str(src), "--key", str(args.work / "k.bin"), "--out", str(out),
                  *options, "--device", "cpu")
         report = json.loads(faceanon("eval", str(out), "--eval-recognizer", args.eval_recognizer,
@@ -102,6 +106,7 @@ def main() -> None:
                      "ssim_mean": round(float(np.mean(values)), 3),
                      "ssim_max": round(float(np.max(values)), 3),
                      "flagged_by_post_check": flagged})
+        done.write_text(json.dumps(rows[-1]))
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps(rows, indent=1))
 

@@ -201,7 +201,7 @@ class Anonymizer:
                                match_colour=self.obfuscator is None) for i in images}
 
     def _post_check_fails(self, outputs: dict[int, np.ndarray], owners: np.ndarray,
-                        landmarks: np.ndarray, originals: np.ndarray | None) -> np.ndarray:
+                          landmarks: np.ndarray, originals: np.ndarray | None) -> np.ndarray:
         if self.recognizer is None or originals is None:
             return np.zeros(len(owners), bool)
         after = np.concatenate([self.recognizer.embed_faces(outputs[i], landmarks[owners == i])

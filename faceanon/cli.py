@@ -337,8 +337,8 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
                                             help="Output folder, or .h5 archive, same layout."),
               method: str = typer.Option("kfaar", help="kfaar (virtual face, pose kept), ivfg "
                                          "(virtual face), the baselines blur / pixelate, or "
-                                         "obfuscate (people cannot recognise the face, face "
-                                         "recognition still matches it)."),
+                                         "obfuscate (people cannot recognise the face, the "
+                                         "project's recognizer still matches it)."),
               strength: Optional[float] = typer.Option(
                   None, "--strength", help="obfuscate only, in (0, 1] (default 0.75): how heavily "
                   "the face is changed; higher hides it better from people and keeps it less "
@@ -388,6 +388,7 @@ def restore(anon: Path = typer.Argument(..., metavar="ANON", help="Output of `fa
 
     An image whose payload does not open (wrong key, altered, moved to another image) or whose
     published file was changed is not written: one error line each, exit 1. Re-run to resume.
+    Anyone who holds the key can restore the faces: keep it secret.
     """
     from faceanon import keys
     from faceanon.records import FAILED, read_manifest

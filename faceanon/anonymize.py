@@ -1,7 +1,9 @@
 """The anonymize job: every face of every image replaced, the dataset's layout kept.
 
 Methods: ``kfaar`` (virtual face + pose/expression transfer, the default), ``ivfg`` (virtual
-face without pose transfer), and the classical baselines ``blur`` and ``pixelate``.
+face without pose transfer), the classical baselines ``blur`` and ``pixelate``, and
+``obfuscate`` (identity-preserving: people no longer recognise the face, the recognizer still
+matches it; see ``faceanon.obfuscate``, whose post-check is the inverse).
 
 Fail-closed: after pasting, each face is embedded again by the recognizer and compared with its
 original; a face that still matches is regenerated with a retry code and, if it still matches,
@@ -30,12 +32,15 @@ from faceanon.images import encode
 from faceanon.keys import Key
 from faceanon.pseudonyms import INFO as PSEUDONYM_INFO
 from faceanon.pseudonyms import Pseudonyms
+from faceanon.reversible import INFO as REVERSIBLE_INFO
+from faceanon.reversible import Sealer, sealer_for
 
 if TYPE_CHECKING:
+    from faceanon.obfuscate import Obfuscator
     from faceanon.pose_transfer import PoseTransfer
     from faceanon.virtual import VirtualFaces
 
-Method = Literal["kfaar", "ivfg", "blur", "pixelate"]
+Method = Literal["kfaar", "ivfg", "blur", "pixelate", "obfuscate"]
 METHODS: tuple[str, ...] = get_args(Method)
 CROP = 128           # every face is processed on the generator's template at this size
 MIN_EYE_DISTANCE = 6.0  # px in the photo; smaller faces get the fail-safe directly
@@ -56,10 +61,15 @@ class Anonymizer:
     virtual: VirtualFaces | None = None    # kfaar and ivfg
     pose: PoseTransfer | None = None       # kfaar
     model_ids: dict[str, str] = field(default_factory=dict)
+    sealer: Sealer | None = None           # --reversible: each output gets a restore payload
+    obfuscator: Obfuscator | None = None   # obfuscate; it replaces the virtual faces
 
     @property
     def settings(self) -> dict[str, Any]:
+        # "reversible" appears only when on, so outputs made before it existed still resume.
         return {"method": self.method, "no_face": self.no_face,
+                **({"reversible": REVERSIBLE_INFO} if self.sealer else {}),
+                **({"strength": self.obfuscator.strength} if self.obfuscator else {}),
                 "key_fingerprint": self.key.fingerprint if self.key else None,
                 "detector": {"min_face_size": self.detector.min_face_size,
                              "thresholds": list(self.detector.thresholds),
@@ -92,11 +102,17 @@ class Anonymizer:
                 results.append(Result(datasets.FAILED, reason=errors[i]))
             elif not faces[i]:
                 out = apply_no_face_policy(images[i], self.no_face)  # type: ignore[arg-type]
-                results.append(Result(NO_FACE, data=None if out is None else encode(out, entry.relpath),
-                                      reason=f"no face found; policy {self.no_face}"))
+                data = None if out is None else encode(out, entry.relpath)
+                results.append(Result(NO_FACE, data=data,
+                                      reason=f"no face found; policy {self.no_face}",
+                                      seal=sealer_for(self.sealer, entry, images[i], out, data,
+                                                      np.zeros((0, 4)))))
             else:
                 out, report = replaced[i]
-                results.append(Result(OK, data=encode(out, entry.relpath), extra=report))
+                data = encode(out, entry.relpath)
+                boxes = np.stack([f.box for f in faces[i]])
+                results.append(Result(OK, data=data, extra=report, seal=sealer_for(
+                    self.sealer, entry, images[i], out, data, boxes)))
         return results
 
     def replace_faces(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]]
@@ -125,19 +141,21 @@ class Anonymizer:
             small = small | missed
         outputs = {i: obscure(outputs[i], boxes[(owners == i) & small], "failsafe") for i in images}
         for attempt in range(1, RETRIES + 2):
-            still = self._still_matching(outputs, owners, landmarks, originals) & ~small
+            still = self._post_check_fails(outputs, owners, landmarks, originals) & ~small
             if not still.any():
                 break
-            if attempt <= RETRIES and self.method in ("kfaar", "ivfg"):
+            failure = "no longer matches original" if self.obfuscator else "matched original"
+            if attempt <= RETRIES and self.method in ("kfaar", "ivfg", "obfuscate"):
                 new[still] = self._virtual(crops[still], originals[still], attempt)  # type: ignore
                 outputs = self._paste(images, owners, new, mats)
                 for j in np.flatnonzero(still):
-                    flags[j] = f"matched original; regenerated (attempt {attempt})"
+                    flags[j] = f"{failure}; regenerated (attempt {attempt})"
                 continue
-            outputs = {i: obscure(outputs[i], boxes[(owners == i) & still], "failsafe")
-                       for i in images}
+            if self.obfuscator is None:  # an obfuscated face protects people all the same
+                outputs = {i: obscure(outputs[i], boxes[(owners == i) & still], "failsafe")
+                           for i in images}
             for j in np.flatnonzero(still):
-                flags[j] = "matched original; fail-safe"
+                flags[j] = f"{failure}; {'kept obfuscated' if self.obfuscator else 'fail-safe'}"
             break
         result = {}
         for i in images:
@@ -151,7 +169,10 @@ class Anonymizer:
     # ---------------------------------------------------------------------------------- parts
 
     def _virtual(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
-        """Virtual faces for aligned crops; kfaar also gives them the originals' pose."""
+        """Virtual faces for aligned crops; kfaar also gives them the originals' pose.
+        (obfuscate: the obfuscated crops instead.)"""
+        if self.obfuscator is not None:
+            return self.obfuscator(crops, identities, attempt)
         assert self.key is not None
         assert self.virtual is not None
         virtual = self.virtual.generate(identities, self.key, CROP, attempt)
@@ -175,15 +196,18 @@ class Anonymizer:
 
     def _paste(self, images: dict[int, np.ndarray], owners: np.ndarray, new: np.ndarray,
                mats: np.ndarray) -> dict[int, np.ndarray]:
-        return {i: paste_faces(images[i], new[owners == i], mats[owners == i]) for i in images}
+        # An obfuscated face keeps the original's colours already; matching would change it.
+        return {i: paste_faces(images[i], new[owners == i], mats[owners == i],
+                               match_colour=self.obfuscator is None) for i in images}
 
-    def _still_matching(self, outputs: dict[int, np.ndarray], owners: np.ndarray,
-                        landmarks: np.ndarray, originals: np.ndarray | None) -> np.ndarray:
+    def _post_check_fails(self, outputs: dict[int, np.ndarray], owners: np.ndarray,
+                          landmarks: np.ndarray, originals: np.ndarray | None) -> np.ndarray:
         if self.recognizer is None or originals is None:
             return np.zeros(len(owners), bool)
         after = np.concatenate([self.recognizer.embed_faces(outputs[i], landmarks[owners == i])
                                 for i in outputs])
-        return cosine_similarity(after, originals) > self.match_threshold
+        matches = cosine_similarity(after, originals) > self.match_threshold
+        return ~matches if self.obfuscator is not None else matches  # obfuscate: must match
 
 
 def mask_coverage(shape: tuple[int, int], matrix: np.ndarray, box: np.ndarray) -> float:
@@ -250,8 +274,11 @@ def obscure(image: np.ndarray, boxes: np.ndarray, mode: str) -> np.ndarray:
 
 def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DEFAULT_NO_FACE_POLICY,
                      min_face_size: float = 20.0, device: str = "cpu",
-                     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)) -> Anonymizer:
-    """An Anonymizer with the shipped models, checked before any image is touched."""
+                     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                     reversible: bool = False, strength: float | None = None) -> Anonymizer:
+    """An Anonymizer with the shipped models, checked before any image is touched;
+    ``reversible`` adds an encrypted restore payload to every output (faceanon.reversible);
+    ``strength`` is obfuscate's (None: its default)."""
     from faceanon import keys, weights
     from faceanon.identity import load_recognizer
 
@@ -260,12 +287,23 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
     if no_face not in NO_FACE_POLICIES:
         raise FaceanonError(f"unknown --no-face policy {no_face!r}; choose one of "
                             f"{', '.join(NO_FACE_POLICIES)}")
-    if method in ("kfaar", "ivfg") and key_path is None:
+    if method in ("kfaar", "ivfg", "obfuscate") and key_path is None:
         raise FaceanonError(f"method {method} needs --key (make one with 'faceanon keygen')")
+    if reversible and key_path is None:
+        raise FaceanonError("--reversible needs --key: the restore payloads are encrypted with it")
     key = keys.load(key_path) if key_path is not None else None
     recognizer = load_recognizer("dlib", device)
     anonymizer = Anonymizer(method, Detector(min_face_size, thresholds, device=device), key,  # type: ignore[arg-type]
                             no_face, recognizer, MATCH_THRESHOLDS["dlib"])  # type: ignore[arg-type]
+    if reversible:
+        anonymizer.sealer = Sealer(key)  # type: ignore[arg-type]
+    if method == "obfuscate":
+        from faceanon.obfuscate import DEFAULT_STRENGTH, Obfuscator
+
+        anonymizer.obfuscator = Obfuscator(recognizer, key,  # type: ignore[arg-type]
+                                           DEFAULT_STRENGTH if strength is None else strength)
+    elif strength is not None:
+        raise FaceanonError("--strength is a setting of --method obfuscate")
     if method in ("kfaar", "ivfg"):
         from faceanon.virtual import load_virtual_faces
 

@@ -25,11 +25,12 @@ import h5py
 import numpy as np
 
 from faceanon import records
-from faceanon.datasets import Entry, is_archive, open_input
+from faceanon.datasets import PAYLOAD_SUFFIX, Entry, is_archive, open_input, payload_reader
 from faceanon.errors import FaceanonError
 from faceanon.images import decode, is_image_name
 from faceanon.metadata import find_metadata
 from faceanon.pseudonyms import name_parts
+from faceanon.reversible import PayloadError, parse
 
 # Finding kinds besides the metadata ones (faceanon.metadata).
 PRIVATE, UNEXPECTED, NAME, COPIED, FACE, UNREADABLE = (
@@ -41,7 +42,7 @@ PRIVATE, UNEXPECTED, NAME, COPIED, FACE, UNREADABLE = (
 UNCHANGED_BLOCK_DIFF = 6.0
 # File names of private records, in this layout or the one before it (OUT.h5.run.json, ...).
 _RECORD_ENDINGS = (records.MANIFEST, records.RUN, records.NAMES, records.PRIVATE_SUFFIX, ".staging")
-_ARCHIVE_PARTS = {"names", "images", "labels"}
+_ARCHIVE_PARTS = {"names", "images", "labels", "payloads"}
 _ARCHIVE_ATTRS = {"faceanon_format", "format_version", "created_by"}
 _SEPARATORS = re.compile(r"[\s_\-.]+")
 
@@ -65,10 +66,12 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
     not_checked: dict[str, str] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # not leaks, but the publisher must know
 
     def as_dict(self) -> dict[str, Any]:
         return {"findings": [asdict(f) for f in self.findings], "leaks": len(self.findings),
-                "checked": self.checked, "not_checked": self.not_checked}
+                "checked": self.checked, "not_checked": self.not_checked,
+                "notices": self.notices}
 
 
 @dataclass
@@ -78,6 +81,7 @@ class _Published:
     images: list[Entry]
     labels: list[tuple[str, str]]  # (image path, label) of an archive
     findings: list[Finding]
+    payloads: int = 0  # images with a well-formed restore payload (anonymize --reversible)
 
 
 def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dlib",
@@ -91,6 +95,12 @@ def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dl
     published = _published(out)
     report.findings += published.findings
     report.checked["images"] = len(published.images)
+    if published.payloads:
+        report.checked["restore payloads"] = published.payloads
+        report.notices.append(
+            f"reversible payload present: {published.payloads} of {len(published.images)} "
+            "images carry their original faces encrypted (AES-256-GCM ciphertext only); anyone "
+            "holding the key they were made with can restore them")
     originals = Path(orig) if orig is not None else records.recorded_input(out)
     if originals is None:
         report.not_checked["names"] = report.not_checked["copies"] = (
@@ -120,6 +130,7 @@ def _folder(root: Path) -> _Published:
     """Every file below ``root``: images to check further, anything else a finding itself."""
     found: list[Finding] = []
     images: list[Entry] = []
+    payloads = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         rel_dir = os.path.relpath(dirpath, root)
         for name in sorted(dirnames + filenames):
@@ -127,6 +138,12 @@ def _folder(root: Path) -> _Published:
             full = Path(dirpath) / name
             if name.endswith(_RECORD_ENDINGS):
                 found.append(Finding(rel, PRIVATE, "faceanon record; keep it out of what you publish"))
+            elif name.endswith(PAYLOAD_SUFFIX) and not full.is_symlink():
+                why = _payload_problem(full.read_bytes(), name[:-len(PAYLOAD_SUFFIX)] in filenames)
+                if why:
+                    found.append(Finding(rel, UNEXPECTED, why))
+                else:
+                    payloads += 1
             elif full.is_symlink():
                 found.append(Finding(rel, UNEXPECTED, f"symbolic link to {os.readlink(full)}"))
             elif name in filenames and not is_image_name(name):
@@ -135,7 +152,7 @@ def _folder(root: Path) -> _Published:
                 images.append(Entry(rel, lambda full=full: full.read_bytes()))
         dirnames[:] = [d for d in dirnames if not d.endswith(_RECORD_ENDINGS)
                        and not (Path(dirpath) / d).is_symlink()]
-    return _Published(images, [], found)  # a folder's labels are its folder names, in the paths
+    return _Published(images, [], found, payloads)  # a folder's labels are in its paths
 
 
 def _archive(path: Path) -> _Published:
@@ -144,9 +161,30 @@ def _archive(path: Path) -> _Published:
         extra = [f"dataset or group {k!r}" for k in sorted(set(h5.keys()) - _ARCHIVE_PARTS)]
         extra += [f"attribute {k!r}" for k in sorted(set(h5.attrs) - _ARCHIVE_ATTRS)]
     entries = list(open_input(path).entries())
+    found = [Finding(path.name, UNEXPECTED, f"{what} in the archive") for what in extra]
+    stored = payload_reader(path)
+    payloads = 0
+    for entry in entries:
+        payload = stored(entry.relpath)
+        why = None if payload is None else _payload_problem(payload, True)
+        if why:
+            found.append(Finding(entry.relpath, UNEXPECTED, why))
+        payloads += payload is not None and why is None
     return _Published([e for e in entries if e.skip_reason is None],
-                      [(e.relpath, e.label) for e in entries if e.label is not None],
-                      [Finding(path.name, UNEXPECTED, f"{what} in the archive") for what in extra])
+                      [(e.relpath, e.label) for e in entries if e.label is not None], found,
+                      payloads)
+
+
+def _payload_problem(payload: bytes, has_image: bool) -> str | None:
+    """Why a restore payload is not one that faceanon made for a published image (None: it is:
+    a header and AES-GCM ciphertexts, nothing readable without the key)."""
+    if not has_image:
+        return "restore payload without its image"
+    try:
+        parse(payload)
+    except PayloadError as e:
+        return f"{e.reason}; may hold anything"
+    return None
 
 
 # -------------------------------------------------------------------------------------- names

@@ -336,7 +336,13 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
               out_path: Path = typer.Option(..., "--out", "-o",
                                             help="Output folder, or .h5 archive, same layout."),
               method: str = typer.Option("kfaar", help="kfaar (virtual face, pose kept), ivfg "
-                                         "(virtual face), or the baselines blur / pixelate."),
+                                         "(virtual face), the baselines blur / pixelate, or "
+                                         "obfuscate (people cannot recognise the face, the "
+                                         "project's recognizer still matches it)."),
+              strength: Optional[float] = typer.Option(
+                  None, "--strength", help="obfuscate only, in (0, 1] (default 0.75): how heavily "
+                  "the face is changed; higher hides it better from people and keeps it less "
+                  "recognisable for machines."),
               no_face: str = typer.Option("blur", "--no-face", help=NO_FACE_POLICY_HELP),
               min_face_size: float = typer.Option(20.0, "--min-face-size",
                                                   help="Smallest face to find, in pixels."),
@@ -345,6 +351,10 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
               keep_names: bool = typer.Option(False, "--keep-names",
                                               help="Keep folder and file names and labels as they "
                                                    "are (default: keyed pseudonyms)."),
+              reversible: bool = typer.Option(
+                  False, "--reversible", help="Store with each output image its original "
+                  "pixels, encrypted under --key (AES-256-GCM), for `faceanon restore`. ANYONE "
+                  "WHO HAS THE KEY CAN RESTORE THE ORIGINAL FACES from the output."),
               device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
               batch_size: int = typer.Option(8, "--batch-size", min=1,
                                              help="Images per detection/generation batch."),
@@ -359,9 +369,36 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
     from faceanon.anonymize import build_anonymizer, run_anonymize
 
     anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device),
-                                  parse_thresholds(thresholds))
+                                  parse_thresholds(thresholds), reversible, strength)
     job, counts = run_with_progress("anonymizing", lambda **kw: run_anonymize(
         input_path, out_path, anonymizer, batch_size, keep_names=keep_names, **kw))
+    report_job(job, counts, json_out)
+
+
+@app.command()
+@user_errors
+def restore(anon: Path = typer.Argument(..., metavar="ANON", help="Output of `faceanon anonymize "
+                                        "--reversible` (folder or .h5 archive)."),
+            key_path: Path = typer.Option(..., "--key", "-k", help="The key ANON was made with."),
+            out_path: Path = typer.Option(..., "--out", "-o",
+                                          help="Folder or .h5 archive for the originals."),
+            json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
+    """Put back the originals of a reversible output, under their original names: pixels
+    identical to the decoded originals (JPEG originals are written as NAME.jpg.png).
+
+    An image whose payload does not open (wrong key, altered, moved to another image) or whose
+    published file was changed is not written: one error line each, exit 1. Re-run to resume.
+    Anyone who holds the key can restore the faces: keep it secret.
+    """
+    from faceanon import keys
+    from faceanon.records import FAILED, read_manifest
+    from faceanon.reversible import run_restore
+
+    job, counts = run_with_progress("restoring", run_restore, anon, out_path, keys.load(key_path))
+    for rec in read_manifest(out_path):
+        if rec["status"] == FAILED:
+            err.print(f"[red]error:[/red] {rec['path']}: {rec.get('reason')}", highlight=False,
+                      soft_wrap=True)
     report_job(job, counts, json_out)
 
 
@@ -492,6 +529,8 @@ def audit(out_path: Path = typer.Argument(..., metavar="OUT",
             out.print(finding.line(), highlight=False, markup=False, soft_wrap=True)
         for check, why in report.not_checked.items():
             err.print(f"not checked: {check}: {why}", highlight=False, markup=False, soft_wrap=True)
+        for notice in report.notices:
+            out.print(f"{out_path}: {notice}", highlight=False, markup=False, soft_wrap=True)
         out.print(f"{len(report.findings)} leaks in {report.checked['images']} images",
                   highlight=False)
     raise typer.Exit(EXIT_SOME_FAILED if report.findings else EXIT_OK)

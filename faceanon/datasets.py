@@ -12,7 +12,13 @@ HDF5 archive schema (``format_version`` 1), written and read only here:
 - ``names``: variable-length bytes, the relative POSIX path of each image as the file system
   spells it (``os.fsencode``), so non-UTF-8 names survive;
 - ``images``: variable-length uint8, each image's encoded file bytes exactly as read;
-- ``labels`` (optional): variable-length UTF-8 strings, an identity label per image.
+- ``labels`` (optional): variable-length UTF-8 strings, an identity label per image;
+- ``payloads`` (optional, ``anonymize --reversible``): variable-length uint8, each image's
+  encrypted restore payload (see ``faceanon.reversible``), empty for an image without one.
+
+In a folder output the same payload is a sidecar file beside its image, ``NAME`` +
+``PAYLOAD_SUFFIX``, written atomically before the image, so a killed run never leaves an image
+of a reversible run without its payload (the entry is redone, both rewritten).
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from faceanon.records import (  # the statuses are re-exported for the jobs' ste
 ARCHIVE_FORMAT = "images"
 ARCHIVE_VERSION = 1
 ARCHIVE_SUFFIXES = (".h5", ".hdf5")
-
+PAYLOAD_SUFFIX = ".faceanon-restore"  # a folder output's sidecar: an image's restore payload
+_PAYLOAD_TAG = b"\x00payload\x00"  # staging-log names of payloads (no path holds a NUL byte)
 
 
 def is_archive(path: str | Path) -> bool:
@@ -149,6 +156,28 @@ def open_input(path: str | Path) -> Source:
     raise FaceanonError("input must be a folder or a faceanon .h5 archive", path)
 
 
+def payload_reader(path: str | Path) -> Callable[[str], bytes | None]:
+    """The restore payload of each image of an output folder or archive, by the image's
+    relative path (None: the image has none)."""
+    path = Path(path)
+    if not is_archive(path):
+        def sidecar(relpath: str) -> bytes | None:
+            file = path / (relpath + PAYLOAD_SUFFIX)
+            return _read_regular(file) if os.path.lexists(file) else None
+        return sidecar
+    h5 = h5py.File(path, "r")  # kept open, read image by image (as ArchiveSource does)
+    if "payloads" not in h5:
+        h5.close()
+        return lambda relpath: None
+    index = {os.fsdecode(bytes(n)): i for i, n in enumerate(h5["names"][:])}
+    payloads = h5["payloads"]
+
+    def stored(relpath: str) -> bytes | None:
+        i = index.get(relpath)
+        return None if i is None else payloads[i].tobytes() or None
+    return stored
+
+
 def _join(rel_dir: str, name: str) -> str:
     return name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
 
@@ -176,7 +205,8 @@ def _text(value: Any) -> str:
 # ------------------------------------------------------------------------------------ sinks
 
 class Sink(Protocol):
-    def write(self, relpath: str, data: bytes, label: str | None) -> str: ...
+    def write(self, relpath: str, data: bytes, label: str | None,
+              payload: bytes | None = None) -> str: ...
 
     def finish(self) -> None: ...
 
@@ -189,11 +219,14 @@ class FolderSink:
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(root)
 
-    def write(self, relpath: str, data: bytes, label: str | None) -> str:
+    def write(self, relpath: str, data: bytes, label: str | None,
+              payload: bytes | None = None) -> str:
         target = self.root / relpath
         if Path(relpath).is_absolute() or ".." in Path(relpath).parts \
                 or not is_within(target, self.root):
             raise FaceanonError("entry path leaves the output folder", relpath)
+        if payload is not None:
+            atomic_write_bytes(target.with_name(target.name + PAYLOAD_SUFFIX), payload)
         atomic_write_bytes(target, data)
         return relpath
 
@@ -227,14 +260,19 @@ class ArchiveSink:
         self._truncate_torn_tail()
         self._log = open(self.staging, "ab")
 
-    def write(self, relpath: str, data: bytes, label: str | None) -> str:
-        name = os.fsencode(relpath)
+    def write(self, relpath: str, data: bytes, label: str | None,
+              payload: bytes | None = None) -> str:
+        if payload is not None:  # logged first: an image logged without its payload is redone
+            self._log_record(_PAYLOAD_TAG + os.fsencode(relpath), payload, None)
+        self._log_record(os.fsencode(relpath), data, label)
+        return relpath
+
+    def _log_record(self, name: bytes, data: bytes, label: str | None) -> None:
         lab = b"" if label is None else label.encode("utf-8")
         head = _RECORD.pack(len(name), 0xFFFFFFFF if label is None else len(lab), len(data))
         body = head + name + lab + data
         self._log.write(body + hashlib.sha256(body).digest())
         self._log.flush()
-        return relpath
 
     def _records(self) -> Iterator[tuple[int, bytes, str | None, int, int]]:
         """(end offset, name, label, data offset, data length) of each intact record."""
@@ -270,6 +308,8 @@ class ArchiveSink:
         """Write the archive from the log (last record per name wins) and rename it in place."""
         self._log.close()
         latest = {name: (label, start, size) for _, name, label, start, size in self._records()}
+        payloads = {n[len(_PAYLOAD_TAG):]: latest.pop(n) for n in list(latest)
+                    if n.startswith(_PAYLOAD_TAG)}
         names = sorted(latest)
         labels = [latest[n][0] for n in names]
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -285,6 +325,13 @@ class ArchiveSink:
                 images[i] = np.frombuffer(log.read(size), dtype=np.uint8)
             if names and all(lab is not None for lab in labels):
                 h5.create_dataset("labels", data=labels, dtype=h5py.string_dtype("utf-8"))
+            if payloads:
+                stored = h5.create_dataset("payloads", (len(names),), dtype=vlen)
+                for i, n in enumerate(names):
+                    if n in payloads:
+                        _, start, size = payloads[n]
+                        log.seek(start)
+                        stored[i] = np.frombuffer(log.read(size), dtype=np.uint8)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -308,6 +355,12 @@ class Result:
     data: bytes | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The image's restore payload, made once its published name is known, since the payload
+    # is bound to that name (``anonymize --reversible``); None: no payload.
+    seal: Callable[[str], bytes] | None = None
+    # Where to write instead of the job's own path and label: ``restore`` learns the
+    # original's only by decrypting.
+    target: tuple[str, str | None] | None = None
 
 
 # -------------------------------------------------------------------------------------- jobs
@@ -488,8 +541,10 @@ def _record(rec: dict[str, Any], result: Result, sink: Sink, target: tuple[str, 
     """The manifest line of one entry, after writing its output at ``target`` (path, label)."""
     rec = dict(rec)
     if result.data is not None:
+        path, label = result.target or target
         try:
-            rec["output"] = sink.write(target[0], result.data, target[1])
+            payload = None if result.seal is None else result.seal(path)
+            rec["output"] = sink.write(path, result.data, label, payload)
         except OSError as e:
             result = Result(FAILED, reason=f"cannot write output: {e.strerror or e}")
         except FaceanonError as e:

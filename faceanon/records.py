@@ -1,8 +1,9 @@
 """Where a job keeps its private records, and reading them back.
 
-Every job (``anonymize``, ``pack``, ``unpack``, ``prepare``) writes its manifest, run record
-and, when it pseudonymized names, the name mapping into one folder beside its output, never
-inside it: ``OUT.private/`` for a folder ``OUT`` and ``OUT.h5.private/`` for an archive.
+Every job (``anonymize``, ``restore``, ``pack``, ``unpack``, ``prepare``) writes its manifest,
+run record and, when it pseudonymized names, the name mapping into one folder beside its
+output, never inside it: ``OUT.private/`` for a folder ``OUT`` and ``OUT.h5.private/`` for an
+archive.
 Why: these records list every input path, each input's SHA-256 and the real names, which is
 exactly what must not travel with an anonymized dataset; a user can publish ``OUT`` as it is.
 The folder is made mode 0700 and its files 0600, since they re-identify what ``OUT`` hides.

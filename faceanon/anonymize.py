@@ -30,6 +30,7 @@ from faceanon.images import encode
 from faceanon.keys import Key
 
 if TYPE_CHECKING:
+    from faceanon.arrays import LabelHook
     from faceanon.pose_transfer import PoseTransfer
     from faceanon.virtual import VirtualFaces
 
@@ -287,9 +288,14 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
 
 
 def run_anonymize(input_path: str | Path, out: str | Path, anonymizer: Anonymizer,
-                  batch_size: int = 8, progress: Callable[[int, int], None] | None = None
+                  batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
+                  dataset: str | None = None, label_hook: LabelHook | None = None
                   ) -> tuple[Job, dict[str, int]]:
-    """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic)."""
-    job = Job(f"anonymize --method {anonymizer.method}", datasets.open_input(input_path),
-              Path(out), anonymizer.settings)
+    """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic).
+
+    ``dataset`` and ``label_hook``: an array archive's image dataset and what its output stores
+    for identifying datasets (see ``datasets.open_input``).
+    """
+    source = datasets.open_input(input_path, dataset, label_hook)
+    job = Job(f"anonymize --method {anonymizer.method}", source, Path(out), anonymizer.settings)
     return job, job.run_batches(anonymizer.step, batch_size, progress)

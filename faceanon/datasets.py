@@ -23,7 +23,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import h5py
 import numpy as np
@@ -32,6 +32,9 @@ from faceanon import __version__
 from faceanon.errors import FaceanonError
 from faceanon.fsutil import TEMP_NAME, atomic_write_bytes, atomic_write_text, is_within
 from faceanon.images import decode, is_image_name
+
+if TYPE_CHECKING:
+    from faceanon.arrays import LabelHook
 
 ARCHIVE_FORMAT = "images"
 ARCHIVE_VERSION = 1
@@ -133,16 +136,36 @@ class ArchiveSource:
             yield Entry(rel, lambda i=i: images[i].tobytes(), label, reason)
 
 
-def open_input(path: str | Path) -> Source:
-    """A folder or a faceanon archive, checked to exist."""
+def open_input(path: str | Path, dataset: str | None = None,
+               label_hook: LabelHook | None = None) -> Source:
+    """A folder, a faceanon archive or an array archive (``faceanon.arrays``), checked to exist.
+
+    ``dataset`` names an array archive's image dataset; ``label_hook`` decides what an array
+    archive's output stores for its identifying datasets (default: copied, and listed).
+    """
     path = Path(path)
     if not path.exists():
         raise FaceanonError("input not found", path)
+    if is_archive(path) and path.is_file() and not _is_faceanon_archive(path):
+        from faceanon.arrays import ArraySource
+
+        return ArraySource(path, dataset, label_hook)
+    if dataset is not None:
+        raise FaceanonError("--dataset applies to array archives only", path)
     if path.is_dir():
         return FolderSource(path)
     if is_archive(path):
         return ArchiveSource(path)
-    raise FaceanonError("input must be a folder or a faceanon .h5 archive", path)
+    raise FaceanonError("input must be a folder or an .h5 archive", path)
+
+
+def _is_faceanon_archive(path: Path) -> bool:
+    """True for the encoded layout that ``pack`` writes; False for any other HDF5 file."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return "faceanon_format" in h5.attrs
+    except OSError:
+        return False  # the array reader gives the one-line reason
 
 
 def _join(rel_dir: str, name: str) -> str:
@@ -281,10 +304,23 @@ class ArchiveSink:
                 images[i] = np.frombuffer(log.read(size), dtype=np.uint8)
             if names and all(lab is not None for lab in labels):
                 h5.create_dataset("labels", data=labels, dtype=h5py.string_dtype("utf-8"))
+        self._install(tmp)
+
+    def _install(self, tmp: Path) -> None:
+        """Make the finished temporary archive durable, rename it into place, drop the log."""
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self.staging.unlink()
+
+
+def open_output(source: Source, out: Path) -> Sink:
+    """A folder, or an archive in the input's layout: arrays for array archives, else encoded."""
+    if not is_archive(out):
+        return FolderSink(out)
+    from faceanon.arrays import ArraySink, ArraySource
+
+    return ArraySink(out, source) if isinstance(source, ArraySource) else ArchiveSink(out)
 
 
 def write_archive_header(h5: h5py.File) -> None:
@@ -362,6 +398,10 @@ class Job:
     out: Path
     settings: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # An array archive's layout and range decision shape the output too (and go on record).
+        self.settings = {**self.settings, **getattr(self.source, "settings", {})}
+
     @property
     def manifest_path(self) -> Path:
         return self.out / "manifest.jsonl" if not is_archive(self.out) else \
@@ -412,7 +452,7 @@ class Job:
                                 f"({_diff(prev, self.settings)}); use another --out", self.out)
         started = time.time()
         self._write_run(started, None)
-        sink: Sink = ArchiveSink(self.out) if is_archive(self.out) else FolderSink(self.out)
+        sink = open_output(self.source, self.out)
         manifest = Manifest(self.manifest_path)
         total, seen = len(self.source), 0
         pending: list[tuple[Entry, dict[str, Any]]] = []

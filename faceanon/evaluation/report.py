@@ -74,6 +74,7 @@ class EvalOptions:
     sample: int = 8
     seed: int = 0
     device: str = "cpu"
+    dataset: str | None = None     # array archives: the image dataset, in all three inputs
 
 
 # ------------------------------------------------------------------------- pure metric parts
@@ -177,8 +178,8 @@ class _Face:
     flags: list[str] = field(default_factory=list)
 
 
-def _images(path: Path) -> dict[str, Entry]:
-    return {e.relpath: e for e in open_input(path).entries() if e.skip_reason is None}
+def _images(path: Path, dataset: str | None) -> dict[str, Entry]:
+    return {e.relpath: e for e in open_input(path, dataset).entries() if e.skip_reason is None}
 
 
 def _load(entry: Entry) -> np.ndarray | None:
@@ -188,9 +189,9 @@ def _load(entry: Entry) -> np.ndarray | None:
         return None
 
 
-def _side_info(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+def _side_info(path: Path, dataset: str | None) -> tuple[dict[str, Any], dict[str, int]]:
     """An anonymized output's run settings and manifest status counts (empty when absent)."""
-    job = Job("eval", open_input(path), path)
+    job = Job("eval", open_input(path, dataset), path)
     settings: dict[str, Any] = {}
     if job.run_path.is_file():
         try:
@@ -307,8 +308,8 @@ def evaluate(anon: str | Path, orig: str | Path, options: EvalOptions,
     """Measure ANON against ORIG; returns the report and, with ``out_dir``, writes there
     ``report.json``, ``roc.png`` (when synchronism was measured) and ``contact_sheet.png``."""
     anon, orig = Path(anon), Path(orig)
-    anon_entries, orig_entries = _images(anon), _images(orig)
-    anon2_entries = _images(options.anon2) if options.anon2 is not None else None
+    anon_entries, orig_entries = _images(anon, options.dataset), _images(orig, options.dataset)
+    anon2_entries = _images(options.anon2, options.dataset) if options.anon2 is not None else None
     paired = sorted(set(anon_entries) & set(orig_entries), key=lambda r: r.encode("utf-8", "surrogateescape"))
     if anon2_entries is not None:
         paired = [r for r in paired if r in anon2_entries]
@@ -323,7 +324,7 @@ def evaluate(anon: str | Path, orig: str | Path, options: EvalOptions,
         "anon_without_original": len(set(anon_entries) - set(orig_entries)),
         "originals_without_anon": len(set(orig_entries) - set(anon_entries))}}
     not_measured: dict[str, str] = {}
-    settings, counts = _side_info(anon)
+    settings, counts = _side_info(anon, options.dataset)
     if settings or counts:
         report["anon_run"] = {"method": settings.get("method"),
                               "key_fingerprint": settings.get("key_fingerprint"),

@@ -30,7 +30,6 @@ from faceanon.images import encode
 from faceanon.keys import Key
 
 if TYPE_CHECKING:
-    from faceanon.arrays import LabelHook
     from faceanon.pose_transfer import PoseTransfer
     from faceanon.virtual import VirtualFaces
 
@@ -287,15 +286,15 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
     return anonymizer
 
 
-def run_anonymize(input_path: str | Path, out: str | Path, anonymizer: Anonymizer,
-                  batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
-                  dataset: str | None = None, label_hook: LabelHook | None = None
+def run_anonymize(source: str | Path | datasets.Source, out: str | Path, anonymizer: Anonymizer,
+                  batch_size: int = 8, progress: Callable[[int, int], None] | None = None
                   ) -> tuple[Job, dict[str, int]]:
     """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic).
 
-    ``dataset`` and ``label_hook``: an array archive's image dataset and what its output stores
-    for identifying datasets (see ``datasets.open_input``).
+    ``source`` is a path or an input already opened with ``datasets.open_input`` (to check it
+    before loading the models, or to choose an array archive's dataset and label hook).
     """
-    source = datasets.open_input(input_path, dataset, label_hook)
+    if isinstance(source, (str, Path)):
+        source = datasets.open_input(source)
     job = Job(f"anonymize --method {anonymizer.method}", source, Path(out), anonymizer.settings)
     return job, job.run_batches(anonymizer.step, batch_size, progress)

@@ -323,10 +323,12 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
     and flagged in the manifest; no original face is ever written.
     """
     from faceanon.anonymize import build_anonymizer, run_anonymize
+    from faceanon.datasets import open_input
 
+    source = open_input(input_path, dataset)  # a bad input is refused before models load
     anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device))
-    job, counts = run_with_progress("anonymizing", run_anonymize, input_path, out_path,
-                                    anonymizer, batch_size, dataset=dataset)
+    job, counts = run_with_progress("anonymizing", run_anonymize, source, out_path, anonymizer,
+                                    batch_size)
     report_job(job, counts, json_out)
 
 

@@ -1,4 +1,8 @@
-"""Dataset I/O for every command: folders and faceanon HDF5 archives in, the same layout out.
+"""Dataset I/O for every command: folders and HDF5 archives in, the same layout out.
+
+HDF5 archives come in two layouts: the encoded one below (``pack``), and array archives (one
+(N, H, W, C)-style image array, as ML pipelines keep them), read and written by
+``faceanon.arrays``, which plugs in through ``open_input`` and ``open_output``.
 
 A job reads entries from a ``Source``, turns each into output bytes (or a skip / failure) and
 writes them to a ``Sink``; a manifest line records every entry. Outputs are atomic and a

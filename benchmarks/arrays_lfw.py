@@ -3,7 +3,7 @@ a job under /usr/bin/time -v, and kill a job midway and resume it.
 
     python benchmarks/arrays_lfw.py build --lfw ../shared/data/lfw --out /work/data/arrays
     python benchmarks/arrays_lfw.py compare IN.h5 OUT.h5
-    python benchmarks/arrays_lfw.py memory IN.h5 OUT.h5 --method blur
+    python benchmarks/arrays_lfw.py memory IN.h5 OUT.h5 --method blur|copy
     python benchmarks/arrays_lfw.py kill-resume IN.h5 OUT.h5 --method blur --after 150
 
 ``build`` writes (outside the repository): ``lfw.h5`` — all 13,233 images as (N, 250, 250, 3)
@@ -135,7 +135,18 @@ def compare(a: Path, b: Path) -> dict:
             "loader_sees_same_layout": same_loader, "loader_output": str(loader(b)["images"][:2])}
 
 
+def copy_job(src: Path, out: Path) -> dict:
+    """The array data path alone, without models: every row read, through the pipeline's BMP
+    round trip and the staging log, and written back (what grows with N, if anything does)."""
+    from faceanon import datasets
+
+    job = datasets.Job("copy", datasets.open_input(src), out)
+    return job.run(datasets.copy_step)
+
+
 def faceanon_cmd(src: Path, out: Path, method: str, key: Path | None) -> list[str]:
+    if method == "copy":
+        return [sys.executable, __file__, "copy", str(src), str(out)]
     cmd = [sys.executable, "-m", "faceanon", "anonymize", str(src), "--out", str(out),
            "--method", method, "--device", "cpu"]
     return cmd + (["--key", str(key)] if key else [])
@@ -205,11 +216,12 @@ def main() -> None:
     c = sub.add_parser("compare")
     c.add_argument("input", type=Path)
     c.add_argument("output", type=Path)
-    for name in ("memory", "kill-resume"):
+    for name in ("memory", "kill-resume", "copy"):
         p = sub.add_parser(name)
         p.add_argument("input", type=Path)
         p.add_argument("output", type=Path)
-        p.add_argument("--method", default="blur")
+        p.add_argument("--method", default="blur", help="an anonymize method, or copy (memory: "
+                       "the data path without models)")
         p.add_argument("--key", type=Path)
         if name == "kill-resume":
             p.add_argument("--after", type=int, default=100)
@@ -219,6 +231,8 @@ def main() -> None:
         return
     if args.what == "compare":
         result = compare(args.input, args.output)
+    elif args.what == "copy":
+        result = copy_job(args.input, args.output)
     elif args.what == "memory":
         result = memory(args.input, args.output, args.method, args.key)
     else:

@@ -203,8 +203,13 @@ def _datasets(h5: h5py.File) -> dict[str, h5py.Dataset]:
     return found
 
 
+def _dtype(ds: h5py.Dataset) -> str:
+    """The dtype as a person reads it ("string", not numpy's "object", for text)."""
+    return "string" if h5py.check_string_dtype(ds.dtype) else str(ds.dtype)
+
+
 def _describe(name: str, ds: h5py.Dataset) -> str:
-    return f"{name} {tuple(ds.shape)} {ds.dtype}"
+    return f"{name} {tuple(ds.shape)} {_dtype(ds)}"
 
 
 def find_images(h5: h5py.File, path: Path, dataset: str | None) -> tuple[h5py.Dataset, str]:
@@ -248,7 +253,7 @@ def identifying(h5: h5py.File, images: h5py.Dataset) -> list[dict[str, Any]]:
         if ds.ndim == 1 and ds.shape[0] == n:
             why.append("one value per image")
         if why:
-            found.append({"dataset": name, "shape": list(ds.shape), "dtype": str(ds.dtype),
+            found.append({"dataset": name, "shape": list(ds.shape), "dtype": _dtype(ds),
                           "why": why})
     return found
 

@@ -326,3 +326,29 @@ def test_sigkill_midway_then_rerun_does_every_row_exactly_once(tmp_path):
     assert len(calls) == len(set(calls)) == n - len(done_before)
     with h5py.File(src) as a, h5py.File(out) as b:
         assert_same_objects(a, b)  # a copy step: every row back bit for bit
+
+
+# ------------------------------------------------------------------------- every real method
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["blur", "pixelate", "ivfg", "kfaar"])
+def test_every_method_on_an_nchw_float_archive_of_lfw_faces(lfw_sample, tmp_path, method):
+    from faceanon import keys
+    from faceanon.images import load_image
+
+    files = sorted(lfw_sample.rglob("*.jpg"))[:3]
+    images = np.stack([np.moveaxis(load_image(f), -1, 0) for f in files]).astype(np.float32)
+    src, out = tmp_path / "in.h5", tmp_path / "out.h5"
+    make_archive(src, images / 127.5 - 1, np.array([f.parent.name for f in files], "S"),
+                 chunks=(2, 3, 250, 250), compression="gzip")
+    keys.save(keys.generate(256), tmp_path / "k.bin")
+    result = runner.invoke(app, ["anonymize", str(src), "--out", str(out), "--method", method,
+                                 "--key", str(tmp_path / "k.bin"), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.splitlines()[-1])["ok"] == 3
+    with h5py.File(src) as a, h5py.File(out) as b:
+        assert_same_objects(a, b, skip=("images",))
+        before, after = a["images"][()], b["images"][()]
+    centre = (slice(None), slice(None), slice(100, 150), slice(100, 150))
+    assert np.abs(after[centre] - before[centre]).mean() > 8 / 127.5, "faces replaced"
+    assert after.min() >= -1 and after.max() <= 1

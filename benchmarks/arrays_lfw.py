@@ -99,7 +99,7 @@ def compare(a: Path, b: Path) -> dict:
     """Every object of ``a`` in ``b`` with the same shape, dtype, chunks, filters, fill and
     attributes; values equal except the images; and the loader's view of both."""
     diffs: list[str] = []
-    changed_rows = 0
+    changed_rows, changed_values = 0, 0
     with h5py.File(a, "r") as x, h5py.File(b, "r") as y:
         names_x, names_y = [], []
         x.visit(names_x.append)
@@ -123,15 +123,17 @@ def compare(a: Path, b: Path) -> dict:
             if name == "images":
                 step = p.chunks[0] if p.chunks else 64
                 for s in range(0, p.shape[0], step):
-                    changed_rows += int((p[s:s + step] != q[s:s + step])
-                                        .reshape(len(p[s:s + step]), -1).any(1).sum())
+                    changed = (p[s:s + step] != q[s:s + step]).reshape(len(p[s:s + step]), -1)
+                    changed_rows += int(changed.any(1).sum())
+                    changed_values += int(changed.sum())
             elif not np.array_equal(p[()], q[()]):
                 diffs.append(f"{name}: values differ")
-        rows = x["images"].shape[0]
+        rows, size = x["images"].shape[0], x["images"].size
     same_loader = {k: v for k, v in loader(a).items() if k != "batch"} == \
         {k: v for k, v in loader(b).items() if k != "batch"}
     return {"input": str(a), "output": str(b), "differences": diffs,
             "image_rows_changed": changed_rows, "rows": rows,
+            "image_values_bit_identical": round(1 - changed_values / max(1, size), 4),
             "loader_sees_same_layout": same_loader, "loader_output": str(loader(b)["images"][:2])}
 
 

@@ -348,6 +348,17 @@ class ArraySink(ArchiveSink):
         super().__init__(path)
         self.source = source
 
+    def write(self, relpath: str, data: bytes, label: str | None) -> str:
+        """Stage a row; a path that is not one of the rows' (e.g. rewritten by a job) is an
+        error for that row, never a row silently left at the fill value."""
+        layout = self.source.layout
+        head, _, tail = relpath.rpartition("/")
+        index = tail[:-len(ROW_SUFFIX)] if tail.endswith(ROW_SUFFIX) else ""
+        if head != layout.dataset or not index.isdigit() or \
+                layout.relpath(int(index)) != relpath or int(index) >= len(self.source):
+            raise FaceanonError(f"not a row of {layout.dataset}", relpath)
+        return super().write(relpath, data, label)
+
     def finish(self) -> None:
         self._log.close()
         latest = {name: (start, size) for _, name, _, start, size in self._records()}

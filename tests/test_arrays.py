@@ -14,9 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from faceanon import datasets
-from faceanon.arrays import ArraySource, CopyLabels
+from faceanon.arrays import ArraySink, ArraySource, CopyLabels
 from faceanon.cli import app
 from faceanon.datasets import OK, Entry, Job, Result
+from faceanon.errors import FaceanonError
 from faceanon.images import encode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,6 +173,16 @@ def test_failed_rows_are_fill_never_the_original_and_are_retried(tmp_path):
     with h5py.File(out) as b:
         assert np.all(b["images"][2] == 3)
         assert not np.array_equal(b["images"][1], images[1])
+
+
+def test_a_path_that_is_not_a_row_fails_that_row(tmp_path):
+    src = tmp_path / "in.h5"
+    make_archive(src, rgb_images(3))
+    sink = ArraySink(tmp_path / "out.h5", datasets.open_input(src))  # type: ignore[arg-type]
+    for bad in ("images/000003.bmp", "x/000001.bmp", "images/1.bmp", "images/000001.png"):
+        with pytest.raises(FaceanonError, match="not a row of images"):
+            sink.write(bad, b"", None)
+    assert sink.write("images/000002.bmp", b"", None) == "images/000002.bmp"
 
 
 def test_label_hook_rewrites_identifying_datasets_and_is_recorded(tmp_path):

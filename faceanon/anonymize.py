@@ -22,6 +22,7 @@ import numpy as np
 
 from faceanon import datasets
 from faceanon.align import align, transform_points
+from faceanon.arrays import ArraySource
 from faceanon.composite import (DEFAULT_NO_FACE_POLICY, NO_FACE_POLICIES, NoFacePolicy,
                                 apply_no_face_policy, ellipse_mask, paste_faces)
 from faceanon.datasets import NO_FACE, OK, Entry, Job, Result
@@ -327,13 +328,19 @@ def build_anonymizer(method: str, key_path: str | Path | None, no_face: str = DE
     return anonymizer
 
 
-def run_anonymize(input_path: str | Path, out: str | Path, anonymizer: Anonymizer,
+def run_anonymize(source: str | Path | datasets.Source, out: str | Path, anonymizer: Anonymizer,
                   batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
                   keep_names: bool = False) -> tuple[Job, dict[str, int]]:
     """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic).
 
-    Folder and file names and archive labels are pseudonymized under the anonymizer's key (see
-    ``faceanon.pseudonyms``) unless ``keep_names``; either choice is in the run record."""
+    ``source`` is a path or an input already opened with ``datasets.open_input`` (to check it
+    before loading the models, or to choose an array archive's dataset). Folder and file names
+    and archive labels are pseudonymized under the anonymizer's key (see
+    ``faceanon.pseudonyms``) unless ``keep_names``; either choice is in the run record. An array
+    archive keeps its rows in place and pseudonymizes its identifying datasets instead.
+    """
+    if isinstance(source, (str, Path)):
+        source = datasets.open_input(source)
     if keep_names:
         names, names_setting = None, "kept (--keep-names)"
     elif anonymizer.key is None:
@@ -341,6 +348,12 @@ def run_anonymize(input_path: str | Path, out: str | Path, anonymizer: Anonymize
                             "--keep-names to publish the input's names as they are")
     else:
         names, names_setting = Pseudonyms(anonymizer.key), f"pseudonymized ({PSEUDONYM_INFO})"
-    job = Job(f"anonymize --method {anonymizer.method}", datasets.open_input(input_path),
-              Path(out), {**anonymizer.settings, "names": names_setting}, names)
+    if isinstance(source, ArraySource):
+        if anonymizer.sealer is not None:
+            raise FaceanonError("--reversible does not support array archives yet", source.path)
+        if names is not None:
+            source.pseudonymize_labels(names)
+        names = None  # rows are addressed by index: there is no path to rewrite
+    job = Job(f"anonymize --method {anonymizer.method}", source, Path(out),
+              {**anonymizer.settings, "names": names_setting}, names)
     return job, job.run_batches(anonymizer.step, batch_size, progress)

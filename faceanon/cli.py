@@ -26,6 +26,9 @@ err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+DATASET_HELP = ("Array archives: the image dataset (e.g. train/images), when the file holds "
+                "more than one image-shaped array.")
+
 # Exit codes, documented in the README.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -358,6 +361,7 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
               device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
               batch_size: int = typer.Option(8, "--batch-size", min=1,
                                              help="Images per detection/generation batch."),
+              dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
               json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
     """Replace every face of every image; the output mirrors the input's layout.
 
@@ -367,11 +371,13 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
     become keyed pseudonyms; the manifest and run record go to OUT.private, beside OUT.
     """
     from faceanon.anonymize import build_anonymizer, run_anonymize
+    from faceanon.datasets import open_input
 
+    source = open_input(input_path, dataset)  # a bad input is refused before models load
     anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device),
                                   parse_thresholds(thresholds), reversible, strength)
     job, counts = run_with_progress("anonymizing", lambda **kw: run_anonymize(
-        input_path, out_path, anonymizer, batch_size, keep_names=keep_names, **kw))
+        source, out_path, anonymizer, batch_size, keep_names=keep_names, **kw))
     report_job(job, counts, json_out)
 
 
@@ -440,6 +446,7 @@ def eval_command(
                                    help="Random faces on the contact sheet (besides flagged ones)."),
         seed: int = typer.Option(0, "--seed", help="Seed for pair and sample drawing."),
         device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda[:N]."),
+        dataset: Optional[str] = typer.Option(None, "--dataset", help=DATASET_HELP),
         json_out: bool = typer.Option(False, "--json", help="Print the report as one JSON object.")) -> None:
     """Measure an anonymized dataset against its originals: anonymity, diversity, synchronism,
     detection rate, pose and expression kept, FID, and the recognizer's own baseline.
@@ -450,7 +457,8 @@ def eval_command(
 
     options = EvalOptions(recognizer=recognizer, threshold=threshold, anon2=anon2, key=key,
                           pose_model=pose_model, expression_model=expression_model, limit=limit,
-                          fid=fid, sample=sample, seed=seed, device=pick_device(device))
+                          fid=fid, sample=sample, seed=seed, device=pick_device(device),
+                          dataset=dataset)
     report = run_with_progress("evaluating", evaluate, anon, orig, options, report_dir)
     if json_out:
         emit_json({k: v for k, v in report.items() if k != "flagged"}

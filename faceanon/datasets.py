@@ -1,4 +1,8 @@
-"""Dataset I/O for every command: folders and faceanon HDF5 archives in, the same layout out.
+"""Dataset I/O for every command: folders and HDF5 archives in, the same layout out.
+
+HDF5 archives come in two layouts: the encoded one below (``pack``), and array archives (one
+(N, H, W, C)-style image array, as ML pipelines keep them), read and written by
+``faceanon.arrays``, which plugs in through ``open_input`` and ``open_output``.
 
 A job reads entries from a ``Source``, turns each into output bytes (or a skip / failure) and
 writes them to a ``Sink``; a manifest line records every entry. Outputs are atomic and a
@@ -31,7 +35,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
 import h5py
 import numpy as np
@@ -44,6 +48,9 @@ from faceanon.pseudonyms import Pseudonyms
 from faceanon.records import (  # the statuses are re-exported for the jobs' steps
     FAILED, MANIFEST, NAMES, NO_FACE, OK, RUN, SKIPPED, Manifest, make_private_dir, private_dir,
     write_private)
+
+if TYPE_CHECKING:
+    from faceanon.arrays import LabelHook
 
 ARCHIVE_FORMAT = "images"
 ARCHIVE_VERSION = 1
@@ -144,16 +151,36 @@ class ArchiveSource:
             yield Entry(rel, lambda i=i: images[i].tobytes(), label, reason)
 
 
-def open_input(path: str | Path) -> Source:
-    """A folder or a faceanon archive, checked to exist."""
+def open_input(path: str | Path, dataset: str | None = None,
+               label_hook: LabelHook | None = None) -> Source:
+    """A folder, a faceanon archive or an array archive (``faceanon.arrays``), checked to exist.
+
+    ``dataset`` names an array archive's image dataset; ``label_hook`` decides what an array
+    archive's output stores for its identifying datasets (default: copied, and listed).
+    """
     path = Path(path)
     if not path.exists():
         raise FaceanonError("input not found", path)
+    if is_archive(path) and path.is_file() and not _is_faceanon_archive(path):
+        from faceanon.arrays import ArraySource
+
+        return ArraySource(path, dataset, label_hook)
+    if dataset is not None:
+        raise FaceanonError("--dataset applies to array archives only", path)
     if path.is_dir():
         return FolderSource(path)
     if is_archive(path):
         return ArchiveSource(path)
-    raise FaceanonError("input must be a folder or a faceanon .h5 archive", path)
+    raise FaceanonError("input must be a folder or an .h5 archive", path)
+
+
+def _is_faceanon_archive(path: Path) -> bool:
+    """True for the encoded layout that ``pack`` writes; False for any other HDF5 file."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return "faceanon_format" in h5.attrs
+    except OSError:
+        return False  # the array reader gives the one-line reason
 
 
 def payload_reader(path: str | Path) -> Callable[[str], bytes | None]:
@@ -332,10 +359,23 @@ class ArchiveSink:
                         _, start, size = payloads[n]
                         log.seek(start)
                         stored[i] = np.frombuffer(log.read(size), dtype=np.uint8)
+        self._install(tmp)
+
+    def _install(self, tmp: Path) -> None:
+        """Make the finished temporary archive durable, rename it into place, drop the log."""
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self.staging.unlink()
+
+
+def open_output(source: Source, out: Path) -> Sink:
+    """A folder, or an archive in the input's layout: arrays for array archives, else encoded."""
+    if not is_archive(out):
+        return FolderSink(out)
+    from faceanon.arrays import ArraySink, ArraySource
+
+    return ArraySink(out, source) if isinstance(source, ArraySource) else ArchiveSink(out)
 
 
 def write_archive_header(h5: h5py.File) -> None:
@@ -378,6 +418,10 @@ class Job:
     out: Path
     settings: dict[str, Any] = field(default_factory=dict)
     names: Pseudonyms | None = None  # rewrites output paths and labels; None keeps them
+
+    def __post_init__(self) -> None:
+        # An array archive's layout and range decision shape the output too (and go on record).
+        self.settings = {**self.settings, **getattr(self.source, "settings", {})}
 
     @property
     def manifest_path(self) -> Path:
@@ -452,7 +496,7 @@ class Job:
         self._map_names()
         started = time.time()
         self._write_run(started, None)
-        sink: Sink = ArchiveSink(self.out) if is_archive(self.out) else FolderSink(self.out)
+        sink = open_output(self.source, self.out)
         manifest = Manifest(self.manifest_path)
         total, seen = len(self.source), 0
         pending: list[tuple[Entry, dict[str, Any]]] = []

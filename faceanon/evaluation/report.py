@@ -77,6 +77,7 @@ class EvalOptions:
     sample: int = 8
     seed: int = 0
     device: str = "cpu"
+    dataset: str | None = None     # array archives: the image dataset, in all three inputs
 
 
 # ------------------------------------------------------------------------- pure metric parts
@@ -180,15 +181,15 @@ class _Face:
     flags: list[str] = field(default_factory=list)
 
 
-def _images(path: Path) -> dict[str, Entry]:
-    return {e.relpath: e for e in open_input(path).entries() if e.skip_reason is None}
+def _images(path: Path, dataset: str | None) -> dict[str, Entry]:
+    return {e.relpath: e for e in open_input(path, dataset).entries() if e.skip_reason is None}
 
 
-def _images_by_input(path: Path) -> dict[str, Entry]:
+def _images_by_input(path: Path, dataset: str | None) -> dict[str, Entry]:
     """An anonymized output's images keyed by the relative path of the input each was made
     from: the private record maps pseudonymized paths back; without one, paths are kept."""
     source_of = {o: i for i, o in records.output_paths(path).items()}
-    return {source_of.get(rel, rel): e for rel, e in _images(path).items()}
+    return {source_of.get(rel, rel): e for rel, e in _images(path, dataset).items()}
 
 
 def originals_of(anon: Path) -> Path:
@@ -313,8 +314,10 @@ def evaluate(anon: str | Path, orig: str | Path | None, options: EvalOptions,
     was measured) and ``contact_sheet.png``."""
     anon = Path(anon)
     orig = originals_of(anon) if orig is None else Path(orig)
-    anon_entries, orig_entries = _images_by_input(anon), _images(orig)
-    anon2_entries = _images_by_input(options.anon2) if options.anon2 is not None else None
+    anon_entries = _images_by_input(anon, options.dataset)
+    orig_entries = _images(orig, options.dataset)
+    anon2_entries = (_images_by_input(options.anon2, options.dataset)
+                     if options.anon2 is not None else None)
     paired = sorted(set(anon_entries) & set(orig_entries), key=lambda r: r.encode("utf-8", "surrogateescape"))
     if anon2_entries is not None:
         paired = [r for r in paired if r in anon2_entries]

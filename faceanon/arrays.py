@@ -33,7 +33,7 @@ import numpy as np
 from faceanon.datasets import ArchiveSink, Entry
 from faceanon.errors import FaceanonError
 from faceanon.images import decode, encode
-from faceanon.pseudonyms import LENGTH, Pseudonyms
+from faceanon.pseudonyms import Pseudonyms, split_file_name
 
 ROW_SUFFIX = ".bmp"       # rows travel through the pipeline as lossless, uncompressed BMP
 SLAB_BYTES = 32 << 20     # rows read or written at a time: whole chunks, about this much
@@ -67,6 +67,20 @@ class CopyLabels:
         return values
 
 
+# Pseudonyms in fixed-width string fields may be cut to fit, down to this many characters
+# (30**10 > 2**49: clashes stay negligible, and are refused when they happen).
+MIN_PSEUDONYM = 10
+
+
+def _width(dtype: np.dtype) -> int | None:
+    """Characters a fixed-width string dtype holds (None: variable length)."""
+    if dtype.kind == "S":
+        return dtype.itemsize
+    if dtype.kind == "U":
+        return dtype.itemsize // 4
+    return None
+
+
 def names_identity(dataset: str) -> bool:
     """Whether a dataset's own name says it identifies people (labels, names, ids, ...)."""
     base = dataset.rsplit("/", 1)[-1].lower()
@@ -89,17 +103,15 @@ class PseudonymLabels:
         self.pseudonyms = pseudonyms
         self._ids: dict[tuple[str, int], int] = {}
         self._owner: dict[tuple[str, int], int] = {}
+        self._short: dict[tuple[str, str], str] = {}
 
     def __call__(self, dataset: str, values: np.ndarray) -> np.ndarray:
         kind = values.dtype.kind
         if kind in "OSU":
+            width = _width(values.dtype)
             out = np.empty_like(values)
             for i, v in np.ndenumerate(values):
-                text = self.pseudonyms.path(_label_text(v))
-                if kind == "S" and len(text) > values.dtype.itemsize or \
-                        kind == "U" and len(text) > values.dtype.itemsize // 4:
-                    raise FaceanonError(f"{dataset}: {values.dtype} strings are too short for "
-                                        "pseudonyms; pass --keep-names to copy them")
+                text = self._fit(dataset, _label_text(v), width)
                 out[i] = text.encode() if isinstance(v, bytes) or kind == "S" else text
             return out
         if kind in "iu" and names_identity(dataset):
@@ -110,14 +122,31 @@ class PseudonymLabels:
 
     def check(self, h5: h5py.File, found: list[dict[str, Any]]) -> None:
         """Refuse, before any row is processed, fixed-width string datasets too narrow to
-        hold a pseudonym (the output keeps the input's dtype)."""
+        hold even a shortened pseudonym (the output keeps the input's dtype)."""
         for item in found:
-            dtype = h5[item["dataset"]].dtype
-            width = dtype.itemsize // (4 if dtype.kind == "U" else 1)
-            if dtype.kind in "SU" and width < LENGTH:
-                raise FaceanonError(f"{item['dataset']}: {dtype} strings are too short for "
-                                    f"pseudonyms ({LENGTH} characters); pass --keep-names to "
-                                    "copy them", h5.filename)
+            width = _width(h5[item["dataset"]].dtype)
+            if width is not None and width < MIN_PSEUDONYM:
+                raise FaceanonError(f"{item['dataset']}: {width}-character strings are too "
+                                    f"short for pseudonyms (at least {MIN_PSEUDONYM}); pass "
+                                    "--keep-names to copy them", h5.filename)
+
+    def _fit(self, dataset: str, value: str, width: int | None) -> str:
+        """The pseudonymized value, its pseudonym shortened to fit a fixed-width field (kept
+        apart from every other value's: a clash is refused, never two people merged)."""
+        text = self.pseudonyms.path(value)
+        if width is None or len(text) <= width:
+            return text
+        name, rest = split_file_name(value)
+        room = width - len(rest)
+        if room < MIN_PSEUDONYM:
+            raise FaceanonError(f"{dataset}: no room for a pseudonym of {value!r} in "
+                                f"{width} characters; pass --keep-names to copy them")
+        text = self.pseudonyms.name(name)[:room] + rest
+        first = self._short.setdefault((dataset, text), value)
+        if first != value:
+            raise FaceanonError(f"{dataset}: {first!r} and {value!r} share a shortened "
+                                "pseudonym; use another key or --keep-names")
+        return text
 
     def _id(self, dataset: str, value: int, bits: int) -> int:
         known = self._ids.get((dataset, value))

@@ -46,8 +46,8 @@ from faceanon.fsutil import TEMP_NAME, atomic_write_bytes, is_within
 from faceanon.images import decode, is_image_name
 from faceanon.pseudonyms import Pseudonyms
 from faceanon.records import (  # the statuses are re-exported for the jobs' steps
-    FAILED, MANIFEST, NAMES, NO_FACE, OK, RUN, SKIPPED, Manifest, make_private_dir, private_dir,
-    write_private)
+    FAILED, MANIFEST, NAMES, NO_FACE, OK, RUN, SKIPPED, Manifest, make_private_dir, manifest_lines,
+    private_dir, write_private)
 
 if TYPE_CHECKING:
     from faceanon.arrays import LabelHook
@@ -467,6 +467,19 @@ class Job:
         write_private(private_dir(self.out) / NAMES,
                       json.dumps(self.names.mapping, indent=1, sort_keys=True) + "\n")
 
+    def _refuse_orphaned_record(self) -> None:
+        """A private record whose output is gone (deleted or moved; the record lives beside
+        it, not inside) would make a re-run skip every finished image and report success over
+        an empty output: refuse, and say how to start afresh."""
+        if not self.manifest_path.is_file():
+            return
+        written = (self.out.with_name(self.out.name + ".staging") if is_archive(self.out)
+                   else self.out)
+        if not written.exists() and any(rec.get("status") != FAILED
+                                        for rec in manifest_lines(self.manifest_path)):
+            raise FaceanonError(f"the output is missing but {private_dir(self.out)} records "
+                                "finished images; remove that folder to start afresh", self.out)
+
     def _previous_settings(self) -> dict[str, Any] | None:
         if not self.run_path.exists():
             return None
@@ -493,6 +506,7 @@ class Job:
         if prev is not None and prev != self.settings:
             raise FaceanonError("output was started with other settings "
                                 f"({_diff(prev, self.settings)}); use another --out", self.out)
+        self._refuse_orphaned_record()
         self._map_names()
         started = time.time()
         self._write_run(started, None)

@@ -72,6 +72,23 @@ def test_output_inside_input_and_existing_archive_are_refused(lfw_sample, tmp_pa
     assert tree(lfw_sample) == before, "inputs are never written"
 
 
+def test_a_record_whose_output_was_deleted_is_refused_not_resumed(lfw_sample, tmp_path):
+    """Records live beside the output: deleting the output alone must not make a re-run skip
+    every image and report success over an empty output."""
+    archive, folder = tmp_path / "set.h5", tmp_path / "back"
+    assert runner.invoke(app, ["pack", str(lfw_sample), str(archive)]).exit_code == 0
+    assert runner.invoke(app, ["unpack", str(archive), str(folder)]).exit_code == 0
+    shutil.rmtree(folder)
+    res = runner.invoke(app, ["unpack", str(archive), str(folder)])
+    assert res.exit_code == 2 and "output is missing" in res.output and not folder.exists()
+    shutil.rmtree(private(folder))
+    assert runner.invoke(app, ["unpack", str(archive), str(folder)]).exit_code == 0
+    assert tree(folder) == tree(lfw_sample)
+    archive.unlink()
+    res = runner.invoke(app, ["pack", str(lfw_sample), str(archive)])
+    assert res.exit_code == 2 and "output is missing" in res.output and not archive.exists()
+
+
 def bad_folder(tmp_path: Path) -> Path:
     """The committed corpus plus the cases only a live file system can hold."""
     root = tmp_path / "bad"

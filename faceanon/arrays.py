@@ -81,10 +81,13 @@ def _width(dtype: np.dtype) -> int | None:
     return None
 
 
-def names_identity(dataset: str) -> bool:
-    """Whether a dataset's own name says it identifies people (labels, names, ids, ...)."""
+def name_reasons(dataset: str) -> list[str]:
+    """Why a dataset's own name says it identifies people (labels, names, ids, ...), if it does."""
     base = dataset.rsplit("/", 1)[-1].lower()
-    return any(w in base for w in IDENTIFYING_WORDS) or bool(_ID_TOKEN.search(base))
+    why = [f"name contains {w!r}" for w in IDENTIFYING_WORDS if w in base]
+    if _ID_TOKEN.search(base):
+        why.append("name contains 'id'")
+    return why
 
 
 class PseudonymLabels:
@@ -114,7 +117,7 @@ class PseudonymLabels:
                 text = self._fit(dataset, _label_text(v), width)
                 out[i] = text.encode() if isinstance(v, bytes) or kind == "S" else text
             return out
-        if kind in "iu" and names_identity(dataset):
+        if kind in "iu" and name_reasons(dataset):
             bits = min(63, values.dtype.itemsize * 8 - (kind == "i"))
             return np.vectorize(lambda v: self._id(dataset, int(v), bits),
                                 otypes=[values.dtype])(values) if values.size else values
@@ -341,10 +344,7 @@ def identifying(h5: h5py.File, images: h5py.Dataset) -> list[dict[str, Any]]:
     for name, ds in _datasets(h5).items():
         if ds.name == images.name:
             continue
-        base = name.rsplit("/", 1)[-1].lower()
-        why = [f"name contains {w!r}" for w in IDENTIFYING_WORDS if w in base]
-        if _ID_TOKEN.search(base):
-            why.append("name contains 'id'")
+        why = name_reasons(name)
         if ds.ndim == 1 and ds.shape[0] == n:
             why.append("one value per image")
         if why:

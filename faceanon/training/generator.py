@@ -38,7 +38,8 @@ from faceanon.fid import (InceptionFeatures, Stats, fid, generated_images, refer
                           to_uint8)
 from faceanon.fsutil import atomic_torch_save, atomic_write_text
 from faceanon.images import save_image
-from faceanon.nets.stylegan2 import Discriminator, Generator, StyleGANConfig, preset
+from faceanon.nets.stylegan2 import (Discriminator, Generator, StyleGANConfig, frozen_generator,
+                                     preset)
 
 __all__ = ["TrainConfig", "GeneratorTrainer", "diff_augment", "image_grid", "export_ema",
            "resize_uint8", "run_generator", "build_discriminator", "DISCRIMINATORS"]
@@ -194,10 +195,15 @@ def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
     return grid
 
 
+def half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its float tensors in fp16 (what is stored and committed)."""
+    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in state.items()}
+
+
 def export_ema(g_ema: Generator, path: str | Path) -> dict[str, torch.Tensor]:
     """Write G_ema's state dict in fp16 (float tensors only) and return it."""
-    state = {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in g_ema.state_dict().items()}
+    state = half(g_ema.state_dict())
     atomic_torch_save(state, Path(path))
     return state
 
@@ -210,9 +216,7 @@ def run_generator(run: str | Path, device: str | torch.device = "cpu") -> Genera
         state = torch.load(run / info["file"], map_location="cpu", weights_only=True)
     except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as e:
         raise FaceanonError(f"no exported generator in this run ({type(e).__name__})", run) from None
-    g = Generator(StyleGANConfig.from_dict(info["arch"]))
-    g.load_state_dict({k: v.float() for k, v in state.items()})
-    return g.eval().requires_grad_(False).to(device)
+    return frozen_generator(info["arch"], state, device)
 
 
 def resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:
@@ -317,8 +321,7 @@ class GeneratorTrainer:
         for k in ("opt_G", "opt_D", "scaler"):
             state.pop(k)
         for k in ("G", "D", "G_ema"):
-            state[k] = {n: (v.half() if v.is_floating_point() else v)
-                        for n, v in state[k].items()}
+            state[k] = half(state[k])
         atomic_torch_save(state, Path(path))
 
     def _load(self, path: Path) -> None:

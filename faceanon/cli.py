@@ -756,7 +756,9 @@ def train_generator(
         discriminator: str = typer.Option(
             "stylegan2", "--discriminator", help="stylegan2 (trained from scratch), projected "
                                                  "(heads on frozen dlib features) or "
-                                                 "projected+colour (and a pixel head)."),
+                                                 "projected+colour (and a pixel head), "
+                                                 "projected+colour+mbstd (and a minibatch-"
+                                                 "deviation channel against mode collapse)."),
         preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, cpu64w, 64, 128 "
                                                                 "or 256."),
         batch: int = typer.Option(32, "--batch", help="Minibatch size."),

@@ -165,7 +165,7 @@ def test_cli_train_resume_and_register(aligned: Path, tmp_path: Path,
     assert g(torch.randn(1, g.cfg.z_dim)).shape == (1, 3, 32, 32)
 
 
-@pytest.mark.parametrize("kind", ["projected", "projected+colour"])
+@pytest.mark.parametrize("kind", ["projected", "projected+colour", "projected+colour+mbstd"])
 def test_projected_discriminator_trains_and_checkpoints_only_its_heads(aligned: Path,
                                                                         tmp_path: Path,
                                                                         kind: str) -> None:
@@ -180,6 +180,16 @@ def test_projected_discriminator_trains_and_checkpoints_only_its_heads(aligned: 
     assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("proj"))  # fixed
     assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("head"))
     assert np.isfinite(json.loads((tmp_path / LOG).read_text().splitlines()[-1])["loss_D"])
+
+
+def test_minibatch_deviation_marks_a_collapsed_batch() -> None:
+    """A batch of one image repeated has zero deviation; a varied batch does not."""
+    from faceanon.nets.projected import minibatch_deviation
+
+    same = torch.randn(1, 8, 5, 5).repeat(6, 1, 1, 1)
+    varied = torch.randn(6, 8, 5, 5)
+    assert minibatch_deviation(same).shape == (6, 1, 5, 5)
+    assert minibatch_deviation(same).max() < 1e-3 < minibatch_deviation(varied).min()
 
 
 def test_compact_checkpoint_resumes_on_a_fresh_machine(aligned: Path, tmp_path: Path) -> None:

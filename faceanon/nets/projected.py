@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FeaturePyramid", "ProjectedDiscriminator", "ColourHead", "dlib_feature_pyramid"]
+__all__ = ["FeaturePyramid", "ProjectedDiscriminator", "ColourHead", "dlib_feature_pyramid",
+           "minibatch_deviation"]
 
 # Images in [-1, 1] → a list of feature maps, finest first.
 FeaturePyramid = Callable[[torch.Tensor], list[torch.Tensor]]
@@ -52,15 +53,35 @@ def dlib_feature_pyramid(net: nn.Module, input_size: int = 96,
     return features
 
 
+def minibatch_deviation(x: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """[N, C, H, W] → [N, 1, H, W]: at each location, the features' standard deviation over
+    groups of ``group`` images (StyleGAN's minibatch-stddev, kept per patch).
+
+    Patch heads judge each image alone, so a generator that paints the same convincing face
+    every time fools them (it did: chunk 1 of the campaign collapsed to one face). This channel
+    shows a head how alike the images of a batch are, so a collapsed batch looks fake.
+    """
+    n, c, h, w = x.shape
+    g = min(group, n)
+    while n % g:
+        g -= 1
+    y = x.float().reshape(g, n // g, c, h, w)
+    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt().mean(1, keepdim=True)
+    return y.repeat(g, 1, 1, 1).to(x.dtype)
+
+
 class _PatchHead(nn.Module):
     """Per-scale discriminator: two 3x3 convs on the projected features → a logit per patch."""
 
-    def __init__(self, channels: int, width: int) -> None:
+    def __init__(self, channels: int, width: int, deviation: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, width, 3, padding=1)
+        self.deviation = deviation
+        self.conv = nn.Conv2d(channels + int(deviation), width, 3, padding=1)
         self.out = nn.Conv2d(width, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deviation:
+            x = torch.cat([x, minibatch_deviation(x)], 1)
         return self.out(F.leaky_relu(self.conv(x), 0.2))
 
 
@@ -86,10 +107,12 @@ class ColourHead(nn.Module):
 
 class ProjectedDiscriminator(nn.Module):
     """Image [N, 3, R, R] in [-1, 1] → one logit per image (the sum over scales of the mean
-    patch logit), optionally with a ``ColourHead`` on the pixels as one more scale."""
+    patch logit), optionally with a ``ColourHead`` on the pixels as one more scale and a
+    minibatch-deviation channel in every feature head."""
 
     def __init__(self, features: FeaturePyramid, channels: Sequence[int], projected: int = 64,
-                 head_width: int = 64, seed: int = 0, colour_head: bool = False) -> None:
+                 head_width: int = 64, seed: int = 0, colour_head: bool = False,
+                 deviation: bool = False) -> None:
         super().__init__()
         self.features = features
         gen = torch.Generator().manual_seed(seed)
@@ -97,7 +120,7 @@ class ProjectedDiscriminator(nn.Module):
             # Fixed random projection (cross-channel mixing): a buffer, never trained.
             w = torch.randn(projected, c, 1, 1, generator=gen) / c ** 0.5
             self.register_buffer(f"proj{i}", w)
-            self.add_module(f"head{i}", _PatchHead(projected, head_width))
+            self.add_module(f"head{i}", _PatchHead(projected, head_width, deviation))
         self.colour = ColourHead(width=head_width) if colour_head else None
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:

@@ -163,8 +163,9 @@ class TrainConfig:
                              "checkpoint_minutes", "fid_every_kimg", "fid_n")}
 
 
-# "projected+colour" adds a small pixel-space head (faceanon.nets.projected.ColourHead).
-DISCRIMINATORS = ("stylegan2", "projected", "projected+colour")
+# "+colour" adds a small pixel-space head (faceanon.nets.projected.ColourHead); "+mbstd" a
+# minibatch-deviation channel in each feature head (against mode collapse).
+DISCRIMINATORS = ("stylegan2", "projected", "projected+colour", "projected+colour+mbstd")
 
 
 def build_discriminator(cfg: TrainConfig, arch: StyleGANConfig,
@@ -175,9 +176,10 @@ def build_discriminator(cfg: TrainConfig, arch: StyleGANConfig,
         from faceanon.nets.projected import ProjectedDiscriminator, dlib_feature_pyramid
 
         net = load_recognizer("dlib", device).net
+        parts = cfg.discriminator.split("+")
         return ProjectedDiscriminator(dlib_feature_pyramid(net), (32, 64, 128), seed=cfg.seed,
-                                      colour_head=cfg.discriminator == "projected+colour"
-                                      ).to(device)
+                                      colour_head="colour" in parts,
+                                      deviation="mbstd" in parts).to(device)
     return Discriminator(arch).to(device)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from faceanon.align import align
-from faceanon.anonymize import obscure
+from faceanon.obscure import obscure
 from faceanon.detect import Detector
 from faceanon.fid import InceptionFeatures
 from faceanon.identity import load_recognizer
@@ -71,7 +71,7 @@ def run(paths: list[Path], device: torch.device, batch: int) -> dict[str, Any]:
             images = [decode_bytes(b, p.name) for b, p in zip(blobs[s:s + batch], paths[s:s + batch])]
             for image, faces, p in zip(images, detector.detect(images), paths[s:s + batch]):
                 boxes = np.array([f.box for f in faces]).reshape(-1, 4)
-                written += len(encode(obscure(image, boxes, "blur"), p.name))
+                written += len(encode(obscure(image, boxes, None), p.name))
         return written
 
     # Warm-up: first calls allocate buffers and pick kernels.

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from faceanon import __version__
 from faceanon.composite import NO_FACE_POLICY_HELP
 from faceanon.errors import FaceanonError
+from faceanon.methods import all_methods
 
 out = Console()
 err = Console(stderr=True)
@@ -338,10 +339,8 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
                                                       help="Key file (needed by kfaar and ivfg)."),
               out_path: Path = typer.Option(..., "--out", "-o",
                                             help="Output folder, or .h5 archive, same layout."),
-              method: str = typer.Option("kfaar", help="kfaar (virtual face, pose kept), ivfg "
-                                         "(virtual face), the baselines blur / pixelate, or "
-                                         "obfuscate (people cannot recognise the face, the "
-                                         "project's recognizer still matches it)."),
+              method: str = typer.Option("kfaar", help=", ".join(
+                  f"{m.name} ({m.summary})" for m in all_methods()) + "."),
               strength: Optional[float] = typer.Option(
                   None, "--strength", help="obfuscate only, in (0, 1] (default 0.75): how heavily "
                   "the face is changed; higher hides it better from people and keeps it less "

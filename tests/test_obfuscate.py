@@ -51,11 +51,9 @@ def test_post_check_is_inverted_for_obfuscate(key_file) -> None:
     assert anonymizer.settings["strength"] == 0.5
     image = load_image(ASTRONAUT)
     faces = anonymizer.detector(image)
-    lm = np.stack([f.landmarks5 for f in faces])
-    originals = anonymizer.recognizer.embed_faces(image, lm)
-    owners = np.zeros(len(faces), int)
-    unchanged = anonymizer._post_check_fails({0: image}, owners, lm, originals)
-    grey = anonymizer._post_check_fails({0: np.full_like(image, 128)}, owners, lm, originals)
+    batch = anonymizer._batch({0: image}, {0: faces})
+    unchanged = anonymizer.post_check_fails({0: image}, batch)
+    grey = anonymizer.post_check_fails({0: np.full_like(image, 128)}, batch)
     assert not unchanged.any() and grey.all()   # failing = no longer matching
 
 

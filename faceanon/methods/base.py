@@ -1,0 +1,111 @@
+"""What an anonymization method is to the pipeline: it gets a batch of detected faces and gives
+back the images with every face replaced, and says what the post-check must find afterwards.
+
+Detection, the post-check and the fail-safe stay in the pipeline (``faceanon.anonymize``), so
+that no method can skip them; a method only replaces faces, and may offer other faces for the
+ones that fail the check.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from faceanon.errors import FaceanonError
+from faceanon.keys import Key
+
+if TYPE_CHECKING:  # the CLI lists the methods without loading torch
+    from faceanon.identity import Recognizer
+
+
+@dataclass(frozen=True)
+class FaceBatch:
+    """Every face of a batch of images, in one order: the image it is in (``owners``, keys of
+    ``images``), its 5 landmarks, its detector box and its identity embedding."""
+
+    images: dict[int, np.ndarray]
+    owners: np.ndarray      # (N,)
+    landmarks: np.ndarray   # (N, 5, 2)
+    boxes: np.ndarray       # (N, 4) x1, y1, x2, y2
+    identities: np.ndarray  # (N, D): the generator's input and the post-check's reference
+
+
+@dataclass
+class Replacement:
+    """A batch's images with every face replaced, and the faces whose replacement misses the
+    detected face (the pipeline pixelates those)."""
+
+    images: dict[int, np.ndarray]
+    missed: np.ndarray  # (N,) bool
+
+    def retry(self, which: np.ndarray, attempt: int) -> dict[int, np.ndarray] | None:
+        """The images with the faces ``which`` replaced by other ones (``attempt`` 1, 2, ...),
+        or None where the method has no other face to offer: here, since it would replace
+        them the same way again."""
+        return None
+
+
+@dataclass(frozen=True)
+class PostCheck:
+    """What the recognizer must find when it compares a replaced face with its original.
+
+    Most methods must make the face unrecognisable: one still matched is a privacy failure and
+    ends pixelated by the fail-safe. An identity-preserving method (obfuscate) must keep the
+    match instead; a face that loses it is still hidden from people, so it is kept as it is.
+    """
+
+    must_match: bool
+    failure: str  # the manifest's flag for a face that fails the check
+    gave_up: str  # and what became of it once the retries are spent
+
+    @property
+    def fail_safe(self) -> bool:
+        """Whether a face that fails the check for good gets the fail-safe."""
+        return not self.must_match
+
+
+UNRECOGNISABLE = PostCheck(must_match=False, failure="matched original", gave_up="fail-safe")
+STILL_MATCHED = PostCheck(must_match=True, failure="no longer matches original",
+                          gave_up="kept obfuscated")
+
+
+@dataclass(frozen=True)
+class MethodSetup:
+    """What a method may take to build itself: the run's key, the recognizer that makes the
+    identity embeddings, the device and the method's own options."""
+
+    method: str
+    key: Key | None
+    recognizer: Recognizer
+    device: str
+    strength: float | None = None
+
+    def require_key(self) -> Key:
+        """The key, for methods whose faces are drawn from it."""
+        if self.key is None:
+            raise FaceanonError(f"method {self.method} needs --key (make one with 'faceanon keygen')")
+        return self.key
+
+
+class FaceReplacer(ABC):
+    """An anonymization method, as the pipeline uses it."""
+
+    post_check: ClassVar[PostCheck] = UNRECOGNISABLE
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Settings of the method that change its outputs, recorded in the run's settings (a
+        resumed run must have the same)."""
+        return {}
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """The shipped models it uses, by name: the first 16 hex digits of their SHA-256."""
+        return {}
+
+    @abstractmethod
+    def replace(self, batch: FaceBatch) -> Replacement:
+        """Every face of ``batch`` replaced."""

@@ -137,7 +137,8 @@ class Anonymizer:
                 break
             again = replaced.retry(still, attempt) if attempt <= RETRIES else None
             if again is not None:
-                outputs = again
+                # Every face is pasted again: those that had the fail-safe get it again.
+                outputs = fail_safe(again, batch, unusable)
                 for j in np.flatnonzero(still):
                     flags[j] = f"{check.failure}; regenerated (attempt {attempt})"
                 continue

@@ -122,3 +122,18 @@ def test_too_small_and_missed_faces_are_pixelated_unchecked(pipeline, astronaut)
     for f in faces:
         assert change(out, image, f.box) > 5  # pasted back unpixelated: under 1
 
+
+def test_a_retry_keeps_the_fail_safe_of_the_other_faces(pipeline, astronaut) -> None:
+    """Faces of one batch are pasted again together when some are replaced again: those that
+    had the fail-safe keep it, in their image and in its neighbours, and an image's output does
+    not depend on the images batched with it."""
+    image, face = astronaut
+    anonymizer = using(pipeline, Unchanged())
+    together = anonymizer.replace_faces({0: image, 1: image}, {0: [face, small_face()],
+                                                               1: [small_face()]})
+    alone = anonymizer.replace_faces({1: image}, {1: [small_face()]})
+    assert [f.get("flag") for f in together[0][1]["faces"]] == [
+        "matched original; fail-safe", "too small; fail-safe"]
+    for out, _ in together.values():
+        assert change(out, image, small_face().box) > 5
+    assert np.array_equal(together[1][0], alone[1][0])

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import faceanon
 from conftest import REPO
 from faceanon import keys
 from faceanon.anonymize import build_anonymizer, run_anonymize
+from faceanon.images import encode, load_image
 
 PINS = json.loads((REPO / "tests" / "data" / "pinned_outputs.json").read_text())
 KEY = keys.Key(bytes(range(32)), 0)
@@ -41,6 +43,19 @@ def output_hashes(source: Path, method: str, tmp_path: Path) -> dict[str, str]:
 def test_examples_outputs_are_pinned(method: str, tmp_path: Path) -> None:
     got = output_hashes(REPO / "examples" / "images", method, tmp_path)
     assert got == PINS["examples"][method]
+
+
+def test_the_library_entry_point_gives_the_dataset_jobs_outputs() -> None:
+    """``faceanon.anonymize_image`` is the pipeline the dataset job runs: encoded as the job
+    encodes, its images hash to the pinned files."""
+    for name, method in (("astronaut.jpg", "kfaar"), ("cameraman.png", "pixelate"),
+                         ("chelsea_cat.jpg", "blur")):
+        image, report = faceanon.anonymize_image(load_image(REPO / "examples" / "images" / name),
+                                                 KEY, method=method)
+        assert hashlib.sha256(encode(image, name)).hexdigest() == PINS["examples"][method][name]
+        assert len(report["faces"]) == (name != "chelsea_cat.jpg")
+    cat = load_image(REPO / "examples" / "images" / "chelsea_cat.jpg")
+    assert faceanon.anonymize_image(cat, KEY, "blur", no_face="skip") == (None, {"faces": []})
 
 
 @pytest.mark.lfw

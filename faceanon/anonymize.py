@@ -147,10 +147,9 @@ class Anonymizer:
             for j in np.flatnonzero(still):
                 flags[j] = f"{check.failure}; {check.gave_up}"
             break
-        return {i: (outputs[i], {"faces": [
-            {"box": [round(float(v), 1) for v in batch.boxes[j]], "score": round(float(f.score), 4),
-             **({"flag": flags[j]} if flags[j] else {})}
-            for f, j in zip(faces[i], np.flatnonzero(batch.owners == i))]}) for i in images}
+        return {i: (outputs[i], report(faces[i], [flags[j] for j in
+                                                  np.flatnonzero(batch.owners == i)]))
+                for i in images}
 
     def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]]) -> FaceBatch:
         """The faces of ``images`` in one order, with the identity embeddings of the originals:
@@ -172,6 +171,14 @@ class Anonymizer:
                                 for i in outputs])
         matches = cosine_similarity(after, batch.identities) > self.match_threshold
         return ~matches if self.replacer.post_check.must_match else matches
+
+
+def report(faces: list[Face], flags: list[str | None]) -> dict[str, Any]:
+    """The manifest's entry on an image's faces: each one's box and score, and its flag where
+    it was replaced again or pixelated."""
+    return {"faces": [{"box": [round(float(v), 1) for v in f.box],
+                       "score": round(float(f.score), 4), **({"flag": flag} if flag else {})}
+                      for f, flag in zip(faces, flags)]}
 
 
 def fail_safe(images: dict[int, np.ndarray], batch: FaceBatch, which: np.ndarray

@@ -86,7 +86,8 @@ class MethodSetup:
     def require_key(self) -> Key:
         """The key, for methods whose faces are drawn from it."""
         if self.key is None:
-            raise FaceanonError(f"method {self.method} needs --key (make one with 'faceanon keygen')")
+            raise FaceanonError(f"method {self.method} needs --key "
+                                "(make one with 'faceanon keygen')")
         return self.key
 
 

@@ -26,7 +26,8 @@ class Method:
 _METHODS: dict[str, Method] = {}
 
 
-def register(name: str, summary: str, options: tuple[str, ...] = ()) -> Callable[[Factory], Factory]:
+def register(name: str, summary: str,
+             options: tuple[str, ...] = ()) -> Callable[[Factory], Factory]:
     """Decorator: register a factory ``MethodSetup -> FaceReplacer`` as method ``name``."""
 
     def add(build: Factory) -> Factory:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from faceanon.fid import InceptionFeatures, Stats, fid, generated_images, reference_stats
-from faceanon.nets.stylegan2 import pretrained_generator
+from faceanon.models import create_model
 from faceanon.training.aligned import load_aligned
 from faceanon.training.generator import resize_uint8, run_generator
 
@@ -36,8 +36,9 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.time()
-    g = run_generator(args.run, args.device) if args.run else pretrained_generator(args.weights,
-                                                                                   args.device)
+    g = run_generator(args.run, args.device) if args.run else create_model("generator",
+                                                                           args.weights,
+                                                                           args.device)
     extractor = InceptionFeatures(args.device)
     if args.ref_cache and args.ref_cache.exists():
         ref = Stats.load(args.ref_cache)

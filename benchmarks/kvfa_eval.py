@@ -19,12 +19,11 @@ import json
 import numpy as np
 import torch
 
-from faceanon.identity import MATCH_THRESHOLDS, load_recognizer
 from faceanon.keys import Key
 from faceanon.kvfa import Verifier
+from faceanon.models import create_model
 from faceanon.training.aligned import load_aligned
 from faceanon.training.kvfa import KVFAConfig, build_data, evaluate, pair_scores
-from faceanon.virtual import load_virtual_faces, recognizer_input
 
 
 def flipped(key: Key, bits: int, rng: np.random.Generator) -> Key:
@@ -40,11 +39,11 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=32)
     ap.add_argument("--json")
     args = ap.parse_args()
-    recognizer = load_recognizer("dlib")
+    recognizer = create_model("recognizer", "dlib")
     verifier = Verifier.load()
-    virtual = load_virtual_faces()
+    generator = create_model("face-generator")
     faces = load_aligned(args.data)
-    data = build_data(faces, virtual, recognizer, KVFAConfig(key_pool=args.keys, val_share=1.0, seed=7))
+    data = build_data(faces, generator, recognizer, KVFAConfig(key_pool=args.keys, val_share=1.0, seed=7))
     model = verifier.model
     codes = torch.from_numpy(np.stack([k.code(verifier.model_id, model.key_dim) for k in data.keys]))
     report = evaluate(model, data, codes)  # EER, AUC and the EER threshold of these pairs
@@ -62,13 +61,14 @@ def main() -> None:
     with torch.inference_mode():
         for start in range(0, len(v), 64):
             rows = slice(start, start + 64)
-            codes_k = torch.stack([virtual.key_code(data.keys[j]) for j in data.key_index[rows, 0]])
-            images = virtual.images(torch.from_numpy(v[rows]).to(virtual.device), codes_k)
-            recovered.append(recognizer.embed(recognizer_input(images, recognizer)).cpu().numpy())
+            keys = [data.keys[j] for j in data.key_index[rows, 0]]
+            images = generator.render(torch.from_numpy(v[rows]).to(generator.device), keys)
+            chips = recognizer.chips(images, generator.template)
+            recovered.append(recognizer.embed(chips).cpu().numpy())
     rec = np.concatenate(recovered)
     report["mean_scenario1_key_no_kvfa"] = float((rec * data.original).sum(1).mean())
     report["scenario1_match_rate"] = float(
-        ((rec * data.original).sum(1) >= MATCH_THRESHOLDS["dlib"]).mean())
+        ((rec * data.original).sum(1) >= recognizer.match_threshold).mean())
     report["mean_scenario1_unrelated_baseline"] = float(
         (rec * data.original[rng.permutation(len(v))]).sum(1).mean())
 

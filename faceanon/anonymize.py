@@ -28,7 +28,7 @@ from faceanon.composite import (DEFAULT_NO_FACE_POLICY, NO_FACE_POLICIES, NoFace
 from faceanon.datasets import NO_FACE, OK, Entry, Job, Result
 from faceanon.detect import Detector, Face
 from faceanon.errors import FaceanonError
-from faceanon.identity import MATCH_THRESHOLDS, Recognizer, cosine_similarity
+from faceanon.identity import Recognizer, cosine_similarity
 from faceanon.images import encode
 from faceanon.keys import Key
 from faceanon.methods import all_methods, get_method
@@ -62,7 +62,6 @@ class Anonymizer:
     replacer: FaceReplacer
     detector: Detector
     recognizer: Recognizer   # the identity embeddings (the generator's E) and the post-check's R
-    match_threshold: float   # cosine above which a face still "is" the original
     key: Key | None = None
     no_face: NoFacePolicy = DEFAULT_NO_FACE_POLICY
     sealer: Sealer | None = None  # --reversible: each output gets a restore payload
@@ -78,7 +77,7 @@ class Anonymizer:
                              "thresholds": list(self.detector.thresholds),
                              "max_faces": self.detector.max_faces},
                 "post_check": {"recognizer": self.recognizer.name,
-                               "threshold": self.match_threshold},
+                               "threshold": self.recognizer.match_threshold},
                 "models": self.replacer.model_ids}
 
     def anonymize(self, images: Sequence[np.ndarray]) -> list[Anonymized]:
@@ -169,7 +168,7 @@ class Anonymizer:
         after = np.concatenate([self.recognizer.embed_faces(outputs[i],
                                                             batch.landmarks[batch.owners == i])
                                 for i in outputs])
-        matches = cosine_similarity(after, batch.identities) > self.match_threshold
+        matches = cosine_similarity(after, batch.identities) > self.recognizer.match_threshold
         return ~matches if self.replacer.post_check.must_match else matches
 
 
@@ -196,7 +195,7 @@ def build_anonymizer(method: str, key: Key | str | Path | None,
     key or a key file; ``reversible`` adds an encrypted restore payload to every output
     (faceanon.reversible); ``strength`` is obfuscate's (None: its default)."""
     from faceanon import keys
-    from faceanon.identity import load_recognizer
+    from faceanon.models import create_model
 
     spec = get_method(method)
     if no_face not in NO_FACE_POLICIES:
@@ -209,10 +208,10 @@ def build_anonymizer(method: str, key: Key | str | Path | None,
         raise FaceanonError("--reversible needs --key: the restore payloads are encrypted with it")
     if isinstance(key, (str, Path)):
         key = keys.load(key)
-    recognizer = load_recognizer("dlib", device)
+    recognizer = create_model("recognizer", "dlib", device)
     replacer = spec.build(MethodSetup(method, key, recognizer, device, strength))
     return Anonymizer(method, replacer, Detector(min_face_size, thresholds, device=device),
-                      recognizer, MATCH_THRESHOLDS["dlib"], key, no_face,  # type: ignore[arg-type]
+                      recognizer, key, no_face,  # type: ignore[arg-type]
                       Sealer(key) if reversible else None)  # type: ignore[arg-type]
 
 

@@ -301,9 +301,10 @@ def bench_recognizer(
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N."),
         json_out: bool = typer.Option(False, "--json", help="Print a JSON object.")) -> None:
     """LFW verification: accuracy (threshold chosen on the other folds), ROC AUC and EER."""
-    from faceanon import identity, lfw as lfw_protocol
+    from faceanon import lfw as lfw_protocol
+    from faceanon.models import create_model
 
-    rec = identity.load_recognizer(recognizer, device)
+    rec = create_model("recognizer", recognizer, device)
     source = lfw_protocol.landmark_source(landmarks, device)
     result = run_with_progress("LFW", lfw_protocol.evaluate, rec, lfw, source, folds, pairs, cache)
     r = result.report
@@ -603,16 +604,17 @@ def train_projector_cmd(
             None, "--register", help="Add the projector to weights/ under this name.")) -> None:
     """Train the key projector P with KFAAR's four losses and IVFG's L_reg; E, G, R frozen."""
     from faceanon import weights
-    from faceanon.identity import load_recognizer
+    from faceanon.models import create_model, registry_entry
     from faceanon.training.aligned import load_aligned
     from faceanon.training.projector import ProjectorConfig, train_projector
-    from faceanon.nets.stylegan2 import pretrained_generator
 
     device = pick_device(device)
-    g_name = (weights.entry(generator) if generator else weights.default_entry("generator"))["name"]
-    g = pretrained_generator(g_name, device)
+    g_entry = registry_entry("generator", generator)
+    g_name = g_entry["name"]
+    g = create_model("generator", g_name, device)
     cfg = ProjectorConfig(steps=steps, batch=batch)
-    p = train_projector(g, load_recognizer("dlib", device), load_aligned(data), out_dir, cfg,
+    p = train_projector(g, g_entry["template"], create_model("recognizer", "dlib", device),
+                        load_aligned(data), out_dir, cfg,
                         log=lambda rec: err.print(json.dumps(rec), highlight=False))
     if register_as:
         weights.register(register_as, "projector", out_dir / "projector.pt", default=True,
@@ -654,15 +656,16 @@ def train_latent_pose_cmd(
     """Learn how the generator's latent moves face landmarks, for kfaar's pose control."""
     from faceanon import weights
     from faceanon.fsutil import atomic_torch_save
+    from faceanon.generators.stylegan2 import fit_latent_pose
     from faceanon.landmarks import Landmarks68
-    from faceanon.nets.stylegan2 import pretrained_generator
-    from faceanon.pose_transfer import PoseBasis, fit_latent_pose
+    from faceanon.models import create_model, registry_entry
 
-    g_name = (weights.entry(generator) if generator else weights.default_entry("generator"))["name"]
-    psi = float(weights.default_entry("projector").get("psi", 0.8))
-    basis = PoseBasis.from_state_dict(weights.load_weights(weights.default_entry("pose-basis")["name"]))
-    latent, report = fit_latent_pose(pretrained_generator(g_name, "cpu"), Landmarks68(), basis, psi,
-                                     n=faces)
+    g_entry = registry_entry("generator", generator)
+    g_name = g_entry["name"]
+    psi = float(registry_entry("projector").get("psi", 0.8))
+    latent, report = fit_latent_pose(create_model("generator", g_name), Landmarks68(),
+                                     create_model("pose-basis"), psi, g_entry["template"],
+                                     int(g_entry["crop"]), n=faces)
     atomic_torch_save(latent.state_dict(), out_path)
     out.print(f"held-out R²: landmarks {report['r2_landmarks']:.3f}, pose/expression part "
               f"{report['r2_pose_part']:.3f}; wrote {out_path}", highlight=False)
@@ -686,16 +689,15 @@ def train_kvfa_cmd(
         json_out: bool = typer.Option(False, "--json", help="Print the validation report.")) -> None:
     """Train KVFA on virtual faces of the shipped generator and projector (L_pmis1-3, L_per1-2)."""
     from faceanon import weights
-    from faceanon.identity import load_recognizer
+    from faceanon.models import create_model
     from faceanon.training.aligned import load_aligned
     from faceanon.training.kvfa import KVFAConfig, build_data, train_kvfa
-    from faceanon.virtual import load_virtual_faces
 
     device = pick_device(device)
-    recognizer = load_recognizer("dlib", device)
+    recognizer = create_model("recognizer", "dlib", device)
     cfg = KVFAConfig(steps=steps, key_pool=key_pool)
-    kvfa_data = build_data(load_aligned(data), load_virtual_faces(device), recognizer,
-                           cfg)
+    kvfa_data = build_data(load_aligned(data), create_model("face-generator", device=device),
+                           recognizer, cfg)
     name = register_as or "kvfa"
     model, report = train_kvfa(kvfa_data, out_dir, cfg, name)
     if register_as:
@@ -823,7 +825,7 @@ def train_generator(
     if register_as:
         meta = {"resolution": trainer.arch.resolution, "trained_on": f"{data.name} "
                 f"({len(faces.images)} aligned faces, template {faces.template})",
-                "template": faces.template, "discriminator": discriminator,
+                "template": faces.template, "crop": faces.size, "discriminator": discriminator,
                 "kimg": summary["kimg"], "fid": summary.get("fid"), "preset": preset_name,
                 "arch": trainer.arch.to_dict(), "dtype": "float16", "default": True}
         weights.register(register_as, "generator", out_dir / EXPORT, **meta)

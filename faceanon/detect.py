@@ -295,6 +295,22 @@ def _device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def main_face(boxes: np.ndarray, shape: tuple[int, ...]) -> int | None:
+    """Index of the main face among (N, 4) boxes of an image of ``shape`` (None when N = 0): the
+    box whose centre is nearest the image centre.
+
+    The centre rather than the largest box, because a photo is framed on its subject: LFW's
+    label names the person its image is centred on, and a bystander nearer the camera (a group
+    shot, a crowd behind a speaker) can have the larger box. ``faceanon verify`` and ``eval``
+    must pick the same face as the labels and as each other, so both use this.
+    """
+    if not len(boxes):
+        return None
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+    target = np.array([shape[1], shape[0]]) / 2.0
+    return int(np.argmin(np.linalg.norm(centres - target, axis=1)))
+
+
 def detect_and_align(image: np.ndarray, detector: Detector, template: str = "faceanon",
                      size: int = 128) -> tuple[list[Face], np.ndarray, np.ndarray]:
     """Detect the faces of one image and align each onto ``template`` at ``size`` px wide.

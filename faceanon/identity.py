@@ -16,31 +16,36 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from faceanon.align import align
+from faceanon.align import align, template_transform, warp_tensor
 from faceanon.errors import FaceanonError
 
-__all__ = ["Recognizer", "load_recognizer", "cosine_similarity", "RECOGNIZER_SPECS",
-           "MATCH_THRESHOLDS"]
+__all__ = ["Recognizer", "load_recognizer", "cosine_similarity", "RECOGNIZER_SPECS"]
 
 RECOGNIZER_SPECS = "dlib | mobilefacenet:PATH"
 
 # Cosine similarity from which a recognizer takes two faces for one person: its EER threshold
-# on LFW pairs.txt (folds 1-3, MTCNN landmarks; `faceanon bench recognizer --folds 3 --json`).
-MATCH_THRESHOLDS: dict[str, float] = {"dlib": 0.906, "mobilefacenet": 0.252}
+# on LFW pairs.txt (folds 1-3, MTCNN landmarks; `faceanon bench recognizer --folds 3 --json`):
+# dlib EER 1.44 %, MobileFaceNet (flip-concatenated) EER 1.33 %.
+DLIB_THRESHOLD = 0.906
+MOBILEFACENET_THRESHOLD = 0.252
 
 
 class Recognizer:
-    """A frozen recognition network plus the crop geometry it was trained on.
+    """A frozen recognition network plus the crop geometry it was trained on and the cosine
+    from which it takes two faces for one person (``match_threshold``): one object, so that
+    no caller can pair a network with another network's threshold.
 
     ``flip``: also embed the horizontal mirror and concatenate (MobileFaceNet's published
     evaluation protocol).
     """
 
     def __init__(self, net: nn.Module, name: str, template: str, width: int, height: int,
-                 flip: bool = False, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+                 match_threshold: float, flip: bool = False, device: str | torch.device = "cpu",
+                 batch_size: int = 64) -> None:
         # channels_last: oneDNN's convolutions run 2-3x faster on CPU in that layout.
         self.net = net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
         self.name, self.template, self.flip = name, template, flip
+        self.match_threshold = match_threshold
         self.width, self.height = width, height
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -83,6 +88,12 @@ class Recognizer:
             probe = torch.zeros(1, 3, self.height, self.width, device=self.device)
             return int(self._forward(probe).shape[1])
 
+    def chips(self, crops: torch.Tensor, template: str) -> torch.Tensor:
+        """Crops [N, 3, S, S] aligned on ``template`` (a generator's faces) → this recognizer's
+        own aligned chips, differentiably (for training losses)."""
+        m = template_transform(template, crops.shape[-1], self.template, self.width)
+        return warp_tensor(crops, m, self.width, self.height)
+
     def embed_faces(self, image: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
         """Embeddings (N, D) of the faces of ``image`` given their (N, 5, 2) landmarks."""
         crops, _ = align(image, landmarks5, self.template, self.width, self.height)
@@ -118,7 +129,7 @@ def _load_mobilefacenet(path: Path, device: str | torch.device) -> Recognizer:
         raise FaceanonError("not a MobileFaceNet checkpoint (parameter names or shapes differ)",
                             path) from None
     return Recognizer(net, f"mobilefacenet:{path}", "sphereface", MobileFaceNet.width,
-                      MobileFaceNet.height, flip=True, device=device)
+                      MobileFaceNet.height, MOBILEFACENET_THRESHOLD, flip=True, device=device)
 
 
 def load_recognizer(spec: str, device: str | torch.device = "cpu") -> Recognizer:
@@ -130,7 +141,8 @@ def load_recognizer(spec: str, device: str | torch.device = "cpu") -> Recognizer
 
         net = DlibResNet()
         net.load_state_dict(cached_dlib_resnet_state_dict())
-        return Recognizer(net, "dlib", "dlib", DlibResNet.size, DlibResNet.size, device=device)
+        return Recognizer(net, "dlib", "dlib", DlibResNet.size, DlibResNet.size, DLIB_THRESHOLD,
+                          device=device)
     kind, _, path = spec.partition(":")
     if kind == "mobilefacenet" and path:
         return _load_mobilefacenet(Path(path).expanduser(), device)

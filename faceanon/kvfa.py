@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceanon.detect import Detector
+from faceanon.detect import Detector, main_face
 from faceanon.errors import FaceanonError
 from faceanon.identity import Recognizer
 from faceanon.images import load_image
@@ -43,23 +43,22 @@ class Verifier:
     @classmethod
     def load(cls, device: str = "cpu", name: str | None = None) -> "Verifier":
         """The shipped KVFA model (``weights/manifest.json``) with its calibrated threshold."""
-        from faceanon import weights
-        from faceanon.identity import load_recognizer
+        from faceanon.models import create_model, registry_entry
 
-        entry = weights.entry(name) if name else weights.default_entry("kvfa")
-        model = KVFA(**entry["arch"])
-        model.load_state_dict({k: v.float() for k, v in weights.load_weights(entry["name"]).items()})
-        return cls(model.to(device), load_recognizer("dlib", device), Detector(device=device),
+        entry = registry_entry("kvfa", name)
+        return cls(create_model("kvfa", entry["name"], device),
+                   create_model("recognizer", "dlib", device), Detector(device=device),
                    entry["name"], float(entry["threshold"]))
 
     def embedding(self, path: str | Path) -> np.ndarray:
-        """The backbone embedding of the main (largest) face of an image file."""
+        """The backbone embedding of the main face (``faceanon.detect.main_face``) of an image
+        file."""
         image = load_image(path)
         faces = self.detector(image)
-        if not faces:
+        main = main_face(np.array([f.box for f in faces]).reshape(-1, 4), image.shape)
+        if main is None:
             raise FaceanonError("no face found", path)
-        main = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-        return self.recognizer.embed_faces(image, main.landmarks5[None])
+        return self.recognizer.embed_faces(image, faces[main].landmarks5[None])
 
     def original_feature(self, path: str | Path) -> np.ndarray:
         return self._run(self.embedding(path), None)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from faceanon.align import align
+from faceanon.detect import main_face
 from faceanon.errors import FaceanonError
 from faceanon.fsutil import atomic_write_bytes
 from faceanon.identity import Recognizer, cosine_similarity
@@ -109,16 +110,6 @@ def five_from_68(lm68: np.ndarray) -> np.ndarray:
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
 
 
-def nearest_centre(boxes: np.ndarray, image: np.ndarray) -> int | None:
-    """Index of the box whose centre is nearest the image centre: the subject of a portrait
-    dataset like LFW (None when there are no boxes)."""
-    if not len(boxes):
-        return None
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0
-    target = np.array([image.shape[1], image.shape[0]]) / 2.0
-    return int(np.argmin(np.linalg.norm(centres - target, axis=1)))
-
-
 class LandmarkSource(Protocol):
     """Finds the main face of each image: (5, 2) landmarks, or None when there is no face."""
 
@@ -142,10 +133,10 @@ class DlibLandmarks:
         self._lm68 = Landmarks68()
 
     def shape(self, image: np.ndarray) -> Any:
-        """dlib's ``full_object_detection`` (68 points) of the most central face, or None."""
+        """dlib's ``full_object_detection`` (68 points) of the main face, or None."""
         rects = list(self._hog(image, 1))
         boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects])
-        i = nearest_centre(boxes.reshape(-1, 4), image)
+        i = main_face(boxes.reshape(-1, 4), image.shape)
         return None if i is None else self.shape_in(image, boxes[i])
 
     def shape_in(self, image: np.ndarray, box: np.ndarray) -> Any:
@@ -177,7 +168,7 @@ class MtcnnLandmarks:
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         out: list[np.ndarray | None] = []
         for image, faces in zip(images, self._detector.detect(list(images))):
-            i = nearest_centre(np.array([f.box for f in faces]).reshape(-1, 4), image)
+            i = main_face(np.array([f.box for f in faces]).reshape(-1, 4), image.shape)
             out.append(None if i is None else np.asarray(faces[i].landmarks5, dtype=np.float64))
         return out
 

@@ -4,7 +4,8 @@ but that face recognition still matches to the right person.
 Li et al. re-synthesise chosen facial parts with a conditional GAN trained under an identity
 loss; the number of parts changed trades recognisability for people against recognition for
 machines. faceanon has no such generator, so it gets the trade-off by optimisation, face by
-face, on the generator's 128-px template:
+face, on aligned crops of ``TEMPLATE`` at 128 px (the shipped generator's, so that both
+methods cut the same region of the face):
 
 1. a heavy appearance change: the face is blurred at a scale set by ``strength`` (sigma 0.12
    of the crop's width at 1.0, half of the eye-to-eye distance there);
@@ -48,11 +49,12 @@ STEPS = 12            # optimisation steps per attempt (attempt k gets (k + 1) *
 LEARNING_RATE = 0.04
 TARGET = 0.95         # dlib cosine to the original at which a face is done (match: 0.906)
 JITTER = (2.0, 0.03, 3.0)  # largest shift (px), relative scale and rotation (deg) per step
+TEMPLATE = "faceanon"
 
 
 class Obfuscator:
-    """Obfuscates aligned face crops (``faceanon`` template) so that ``recognizer`` still
-    embeds them close to ``identities``; see the module docstring."""
+    """Obfuscates face crops aligned on ``TEMPLATE`` so that ``recognizer`` still embeds them
+    close to ``identities``; see the module docstring."""
 
     def __init__(self, recognizer: Recognizer, key: Key, strength: float = DEFAULT_STRENGTH,
                  crop: int = 128) -> None:
@@ -60,9 +62,8 @@ class Obfuscator:
             raise FaceanonError(f"--strength must be in (0, 1], got {strength}")
         self.recognizer, self.strength, self.crop = recognizer, strength, crop
         self._seed = int.from_bytes(key.derive(INFO, 8), "big") & (2 ** 62 - 1)
-        self._to_chip = template_transform("faceanon", crop, recognizer.template,
-                                           recognizer.width)
-        self._mask = torch.from_numpy(np.array(ellipse_mask("faceanon", crop)))[None, None]
+        self._to_chip = template_transform(TEMPLATE, crop, recognizer.template, recognizer.width)
+        self._mask = torch.from_numpy(np.array(ellipse_mask(TEMPLATE, crop)))[None, None]
 
     def __call__(self, crops: np.ndarray, identities: np.ndarray, attempt: int = 0) -> np.ndarray:
         """(N, crop, crop, 3) uint8 crops and their (N, D) embeddings → obfuscated crops."""

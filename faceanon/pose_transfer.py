@@ -8,7 +8,9 @@ along which photos *of one person* vary (head pose, expression) as opposed to th
 its pose/expression coordinates become the original's while its face-shape coordinates stay its
 own: the original's identity-bearing shape is not copied over.
 
-Backends implement ``PoseTransfer``; a neural reenactor can be added as another one.
+Backends implement ``PoseTransfer``; a neural reenactor can be added as another one. A face
+generator that can turn a head itself (``faceanon.generators``, ``pose_control``) is given the
+pose as a ``PoseGoal`` of landmarks first; the warp then refines what is left.
 """
 
 from __future__ import annotations
@@ -24,21 +26,20 @@ from faceanon.align import template_points
 from faceanon.errors import FaceanonError
 
 if TYPE_CHECKING:
+    from faceanon.generators import PoseGoal
     from faceanon.landmarks import Landmarks68
-    from faceanon.nets.stylegan2 import Generator
 
 MAX_SHIFT = 0.06  # of the crop width
 
-__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "LatentPose", "fit_pose_basis",
-           "fit_latent_pose", "smooth_warp"]
+__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "fit_pose_basis", "smooth_warp"]
 
 
 class PoseTransfer(Protocol):
     """Re-pose virtual crops like the original crops (same template and size)."""
 
-    def latent_shift(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray | None:
-        """(N, w_dim) shifts of the generator's w that pose the (N, S, S, 3) virtual crops like
-        the originals before any image-space step, or None for a backend without one."""
+    def goal(self, virtual: np.ndarray, original: np.ndarray) -> PoseGoal:
+        """The pose of the (N, S, S, 3) original crops, for a generator with pose control to
+        draw the virtual faces in before any image-space step."""
         ...
 
     def __call__(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray:
@@ -138,26 +139,23 @@ def smooth_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray, sigma: floa
 
 
 class LandmarkWarp:
-    """The default ``PoseTransfer``: the generator's latent pose control when the generator has
-    one (``LatentPose``), then a landmark-driven smooth warp through a PoseBasis."""
+    """The default ``PoseTransfer``: a landmark-driven smooth warp through a PoseBasis, on
+    crops of ``template`` (the generator's)."""
 
-    def __init__(self, basis: PoseBasis, landmarks68: "Landmarks68", template: str = "faceanon",
-                 latent: "LatentPose | None" = None) -> None:
+    def __init__(self, basis: PoseBasis, landmarks68: Landmarks68, template: str) -> None:
         self.basis = basis
         self.landmarks68 = landmarks68
         self.template = template
-        self.latent = latent
 
     def landmarks(self, crop: np.ndarray) -> np.ndarray:
         """68 landmarks of the face that an aligned crop holds (its 5 points are the template's)."""
         return self.landmarks68(crop, template_points(self.template, crop.shape[1], crop.shape[0]))
 
-    def latent_shift(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray | None:
-        if self.latent is None:
-            return None
-        l_o = np.stack([self.landmarks(c) for c in original])
-        l_v = np.stack([self.landmarks(c) for c in virtual])
-        return self.latent.shift(self.basis, l_o, l_v, virtual.shape[2])
+    def goal(self, virtual: np.ndarray, original: np.ndarray) -> PoseGoal:
+        from faceanon.generators import PoseGoal
+
+        return PoseGoal(self.basis, np.stack([self.landmarks(c) for c in original]),
+                        np.stack([self.landmarks(c) for c in virtual]), virtual.shape[2])
 
     def __call__(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray:
         size = virtual.shape[1]
@@ -170,77 +168,3 @@ class LandmarkWarp:
         norm = np.linalg.norm(shift, axis=1, keepdims=True)
         shift = shift * np.minimum(1.0, cap / np.maximum(norm, 1e-9))
         return smooth_warp(virtual, l_v, l_v + shift)
-
-
-@dataclass(frozen=True)
-class LatentPose:
-    """Head pose through the generator's latent space: the coarse pose change a 2-D warp cannot
-    make (turning a head) is made by the generator itself, before the warp refines the rest.
-
-    ``response`` M is a ridge regression of a generated face's 68 landmarks (136-d, at
-    ``basis.size`` px) on its w; a shift Δw moves the landmarks by ≈ M Δw. The shift that gives
-    the virtual face the original's pose/expression part P(l_o − l_v) is the ridge solution of
-    (P M) Δw = P (l_o − l_v), capped at ``max_norm`` so that w stays in the generator's range.
-    It is fitted per generator (``fit_latent_pose``) and stored with that generator's name.
-    """
-
-    response: np.ndarray  # (136, w_dim)
-    max_norm: float
-    ridge: float
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"response": torch.from_numpy(self.response.astype(np.float32)),
-                "max_norm": torch.tensor(self.max_norm), "ridge": torch.tensor(self.ridge)}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "LatentPose":
-        return cls(state["response"].double().numpy(), float(state["max_norm"]),
-                   float(state["ridge"]))
-
-    def shift(self, basis: PoseBasis, original68: np.ndarray, virtual68: np.ndarray,
-              size: int) -> np.ndarray:
-        """(N, w_dim) latent shifts for landmark sets (N, 68, 2) measured at ``size`` px."""
-        a = basis.projection @ self.response                          # (136, w_dim)
-        gram = a @ a.T
-        solve = a.T @ np.linalg.inv(gram + self.ridge * np.trace(gram) / len(gram) * np.eye(len(gram)))
-        delta = (np.asarray(original68) - np.asarray(virtual68)).reshape(-1, 136) * (basis.size / size)
-        # Face by face: a face's shift must not depend on its batch (BLAS blocks by size).
-        out = np.zeros((len(delta), solve.shape[0]))
-        for i, d in enumerate(delta):
-            dw = solve @ (basis.projection @ d)
-            out[i] = dw * min(1.0, self.max_norm / max(float(np.linalg.norm(dw)), 1e-9))
-        return out
-
-
-def fit_latent_pose(generator: "Generator", landmarks68: "Landmarks68", basis: PoseBasis, psi: float, n: int = 2000,
-                    size: int = 128, ridge: float = 0.05, template: str = "faceanon", seed: int = 0
-                    ) -> tuple[LatentPose, dict[str, float]]:
-    """Fit ``LatentPose`` for ``generator`` from ``n`` random faces at truncation ``psi``; returns it with the held-out R² of the regression, for all
-    landmarks and for their pose/expression part."""
-    import torch.nn.functional as F
-
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, generator.cfg.z_dim, generator=g)
-    points = template_points(template, size, size)
-    ws, shapes = [], []
-    with torch.inference_mode():
-        for start in range(0, n, 32):
-            w = generator.mapping(z[start:start + 32].to(next(generator.parameters()).device), psi)
-            img = ((generator.synthesize(w, "const") + 1) / 2).clamp(0, 1)
-            img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True,
-                                align_corners=False)
-            crops = (img * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            ws.append(w.float().cpu().numpy())
-            shapes += [landmarks68(c, points).reshape(136) for c in crops]
-    w_all, y_all = np.concatenate(ws).astype(np.float64), np.stack(shapes)
-    cut = int(0.8 * n)
-    x, y = w_all[:cut] - w_all[:cut].mean(0), y_all[:cut] - y_all[:cut].mean(0)
-    reg = ridge * np.trace(x.T @ x) / x.shape[1]
-    response = y.T @ x @ np.linalg.inv(x.T @ x + reg * np.eye(x.shape[1]))
-    xt, yt = w_all[cut:] - w_all[:cut].mean(0), y_all[cut:] - y_all[:cut].mean(0)
-    resid = yt - xt @ response.T
-    p = basis.projection.T * (basis.size / size)
-    r2 = {"r2_landmarks": 1 - float((resid ** 2).sum() / (yt ** 2).sum()),
-          "r2_pose_part": 1 - float(((resid @ p) ** 2).sum() / ((yt @ p) ** 2).sum())}
-    max_norm = float(np.median(np.linalg.norm(x, axis=1)))  # a typical distance from the mean w
-    return LatentPose(response * (basis.size / size), max_norm, ridge), {**r2, "faces": n}

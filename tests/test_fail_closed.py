@@ -25,6 +25,8 @@ ASTRONAUT = REPO / "examples" / "images" / "astronaut.jpg"
 class Unchanged(AlignedReplacer):
     """A generator that gives back the face it was given: the original face, pasted back."""
 
+    template, crop_size = "faceanon", 128
+
     def __init__(self) -> None:
         self.attempts: list[int] = []
 
@@ -96,7 +98,7 @@ def test_a_face_still_matched_is_replaced_again_then_pixelated(pipeline, astrona
     (done,) = using(pipeline, stub).anonymize([image])
     assert stub.attempts == [0, 1, 2]
     assert done.report["faces"][0]["flag"] == "matched original; fail-safe"
-    assert similarity(pipeline, done.image, image, face) < pipeline.match_threshold
+    assert similarity(pipeline, done.image, image, face) < pipeline.recognizer.match_threshold
 
 
 def test_an_identity_preserving_method_keeps_its_face_when_the_match_is_lost(

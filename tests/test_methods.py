@@ -26,6 +26,7 @@ class GreyFaces(AlignedReplacer):
     """A test-only method: every face painted mid-grey."""
 
     match_colour = False
+    template, crop_size = "faceanon", 128
 
     def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
         return np.full_like(crops, 128)

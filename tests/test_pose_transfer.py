@@ -4,8 +4,8 @@ import torch
 
 from faceanon.landmarks import Landmarks68
 from faceanon.nets.stylegan2 import Generator, preset
-from faceanon.pose_transfer import (LatentPose, PoseBasis, fit_latent_pose, fit_pose_basis,
-                                    smooth_warp)
+from faceanon.generators.stylegan2 import LatentPose, fit_latent_pose
+from faceanon.pose_transfer import PoseBasis, fit_pose_basis, smooth_warp
 
 
 def synthetic_shapes(seed: int = 0):
@@ -81,7 +81,7 @@ def test_fit_latent_pose_on_a_small_generator():
     g = Generator(preset("tiny")).eval()
     shapes, labels, _, _ = synthetic_shapes(3)
     basis = fit_pose_basis(shapes, labels, size=128)
-    latent, report = fit_latent_pose(g, Landmarks68(), basis, psi=0.8, n=60)
+    latent, report = fit_latent_pose(g, Landmarks68(), basis, 0.8, "faceanon", 128, n=60)
     assert latent.response.shape == (136, g.cfg.w_dim) and latent.max_norm > 0
     assert report["faces"] == 60 and report["r2_landmarks"] <= 1
     again = LatentPose.from_state_dict(latent.state_dict())

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from faceanon import weights
 from faceanon.cli import app
 from faceanon.errors import FaceanonError
-from faceanon.nets.stylegan2 import pretrained_generator
+from faceanon.models import create_model
 from faceanon.lfw import read_people
 from faceanon.training.aligned import load_aligned, prepare
 from faceanon.training.generator import (CHECKPOINT, COMPACT, EXPORT, LOG, GeneratorTrainer,
@@ -161,7 +161,8 @@ def test_cli_train_resume_and_register(aligned: Path, tmp_path: Path,
     assert summary["kimg"] == 0.016 and summary["registered"] == "test-gen"
     entry = weights.entry("test-gen")
     assert entry["kind"] == "generator" and entry["resolution"] == 32 and entry["kimg"] == 0.016
-    g = pretrained_generator("test-gen")
+    assert entry["template"] == "faceanon" and entry["crop"] == 64
+    g = create_model("generator", "test-gen")
     assert g(torch.randn(1, g.cfg.z_dim)).shape == (1, 3, 32, 32)
 
 

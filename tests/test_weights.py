@@ -10,7 +10,8 @@ import torch
 
 from faceanon import weights
 from faceanon.errors import FaceanonError
-from faceanon.nets.stylegan2 import Generator, StyleGANConfig, preset, pretrained_generator
+from faceanon.models import create_model
+from faceanon.nets.stylegan2 import Generator, StyleGANConfig, preset
 
 REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
@@ -67,14 +68,15 @@ def test_bad_manifest_is_one_line_error(tmp_path: Path) -> None:
         weights.entries(tmp_path)
 
 
-def test_pretrained_generator_from_fp16_file(tmp_path: Path,
+def test_create_model_builds_a_generator_from_an_fp16_file(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACEANON_WEIGHTS", str(tmp_path))
     cfg = preset("tiny", resolution=16, channel_base=256, channel_max=32, z_dim=32, w_dim=32)
     g = Generator(cfg).eval()
     torch.save({k: v.half() for k, v in g.state_dict().items()}, tmp_path / "g.pt")
     weights.register("g16", "generator", tmp_path / "g.pt", arch=cfg.to_dict(), default=True)
-    loaded = pretrained_generator()
+    loaded = create_model("generator")
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
     z = torch.randn(2, cfg.z_dim)
     torch.testing.assert_close(loaded(z), g(z), atol=0.02, rtol=0.02)
 

@@ -19,8 +19,8 @@ needs only what the inputs allow:
   probabilities), read at the original's box where the virtual face was not detected;
 - FID of aligned crops and of whole images.
 
-The recognizer's threshold is the one given, else its EER threshold on LFW
-(:data:`faceanon.identity.MATCH_THRESHOLDS`); the baseline reports the originals' own EER threshold beside it.
+The recognizer's threshold is the one given, else its own (``Recognizer.match_threshold``, its
+EER threshold on LFW); the baseline reports the originals' own EER threshold beside it.
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ import numpy as np
 from faceanon.align import align
 from faceanon import records
 from faceanon.datasets import Entry, open_input
+from faceanon.detect import main_face
 from faceanon.errors import FaceanonError
 from faceanon.evaluation.expression import expression_similarity
 from faceanon.evaluation.pose import angle_error
 from faceanon.fsutil import atomic_write_bytes, atomic_write_text
-from faceanon.identity import MATCH_THRESHOLDS, Recognizer, cosine_similarity, load_recognizer
-from faceanon.lfw import nearest_centre
+from faceanon.identity import Recognizer, cosine_similarity
 from faceanon.metrics import equal_error_rate, non_match_rate, roc_auc, roc_curve
 
 __all__ = ["EvalOptions", "box_iou", "match_faces",
@@ -50,14 +50,8 @@ __all__ = ["EvalOptions", "box_iou", "match_faces",
 
 Progress = Callable[[int, int], None]
 
-# Cosine thresholds at each recognizer's EER on LFW pairs.txt (first 3 folds, 1,800 pairs,
-# deep-funneled images, MTCNN landmarks), as `faceanon bench recognizer --folds 3 --json`
-# reports them (eer_threshold): dlib EER 1.44 %, MobileFaceNet (flip-concatenated) EER 1.33 %.
-
 # A virtual face is "at the same place" as its original when their boxes overlap this much.
 MIN_IOU = 0.3
-# Crops for FID and the contact sheet: the generator's own template and size.
-CROP_TEMPLATE, CROP_SIZE = "faceanon", 128
 # At most this many flagged faces are drawn (all are listed in report.json).
 MAX_SHEET_FLAGGED = 64
 
@@ -226,9 +220,14 @@ class _Models:
         from faceanon.detect import Detector
         from faceanon.evaluation.expression import ExpressionModel
         from faceanon.evaluation.pose import load_pose
+        from faceanon.generators import generator_crop
+        from faceanon.models import create_model
 
         self.detector = Detector(device=options.device)
-        self.recognizer: Recognizer = load_recognizer(options.recognizer, options.device)
+        # Crops for FID and the contact sheet: the generator's own template and size.
+        self.crop: tuple[str, int] = generator_crop()
+        self.recognizer: Recognizer = create_model("recognizer", options.recognizer,
+                                                   options.device)
         self.pose = load_pose(options.pose_model)
         self.expression = (ExpressionModel(options.expression_model, options.device)
                            if options.expression_model is not None else None)
@@ -256,7 +255,7 @@ def _faces_of_pair(models: _Models, relpath: str, label: str | None, orig: np.nd
         return []
     boxes_o = np.array([f.box for f in faces_o])
     marks_o = np.array([f.landmarks5 for f in faces_o])
-    central = nearest_centre(boxes_o, orig)
+    central = main_face(boxes_o, orig.shape)
     rec = models.recognizer
 
     def embed_version(image: np.ndarray, faces: list[Any]) -> tuple[np.ndarray, list[int | None], np.ndarray]:
@@ -289,8 +288,8 @@ def _faces_of_pair(models: _Models, relpath: str, label: str | None, orig: np.nd
         for i, face in enumerate(out):
             face.expression = float(sim[i])
     if models.fid:
-        crops_o, _ = align(orig, marks_o, CROP_TEMPLATE, CROP_SIZE)
-        crops_a, _ = align(anon, marks_a, CROP_TEMPLATE, CROP_SIZE)
+        crops_o, _ = align(orig, marks_o, *models.crop)
+        crops_a, _ = align(anon, marks_a, *models.crop)
         for co, ca in zip(crops_o, crops_a):
             models.fid["crops_orig"].add(co)
             models.fid["crops_anon"].add(ca)
@@ -378,7 +377,7 @@ def evaluate(anon: str | Path, orig: str | Path | None, options: EvalOptions,
     if options.threshold is not None:
         threshold, source = options.threshold, "given"
     else:
-        threshold = MATCH_THRESHOLDS[options.recognizer.partition(":")[0]]
+        threshold = models.recognizer.match_threshold
         source = "LFW pairs.txt EER"
     report["recognizer"] = {"name": models.recognizer.name, "threshold": threshold,
                             "threshold_source": source}
@@ -437,7 +436,7 @@ def evaluate(anon: str | Path, orig: str | Path | None, options: EvalOptions,
         report["files"] = _write_outputs(Path(out_dir), report, faces, flagged, orig_entries,
                                          anon_entries, anon2_entries, synchronism_curves=(
                                              (scores_a, scores_o, same) if synchronism else None),
-                                         options=options, rng=rng)
+                                         options=options, rng=rng, crop=models.crop)
     return report
 
 
@@ -533,11 +532,12 @@ def draw_roc(curves: list[tuple[str, np.ndarray, np.ndarray, tuple[int, int, int
 
 
 def _contact_sheet(rows: list[tuple[_Face, str]], orig: dict[str, Entry], anon: dict[str, Entry],
-                   anon2: dict[str, Entry] | None) -> np.ndarray:
-    """One row per face: original | virtual | other key (when given), each cropped at the
-    original's landmarks so the columns show the same place, with a caption."""
+                   anon2: dict[str, Entry] | None, crop: tuple[str, int]) -> np.ndarray:
+    """One row per face: original | virtual | other key (when given), each cropped (on
+    ``crop``'s template and size) at the original's landmarks so the columns show the same
+    place, with a caption."""
     cols = 3 if anon2 is not None else 2
-    text_w, cell = 300, CROP_SIZE
+    text_w, cell = 300, crop[1]
     sheet = np.full((len(rows) * cell, cols * cell + text_w, 3), 255, np.uint8)
     for r, (face, why) in enumerate(rows):
         sources = [orig, anon] + ([anon2] if anon2 is not None else [])
@@ -545,8 +545,8 @@ def _contact_sheet(rows: list[tuple[_Face, str]], orig: dict[str, Entry], anon: 
             image = _load(src[face.relpath])
             if image is None:
                 continue
-            crop, _ = align(image, face.landmarks5[None], CROP_TEMPLATE, CROP_SIZE)
-            sheet[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = crop[0]
+            face_crop, _ = align(image, face.landmarks5[None], *crop)
+            sheet[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = face_crop[0]
         lines = [face.relpath[-40:], f"face {face.index}: {why}",
                  f"cosine to original {face.cosine:.3f}"] + face.flags
         for k, line in enumerate(lines):
@@ -566,7 +566,8 @@ def _png(image: np.ndarray) -> bytes:
 def _write_outputs(out_dir: Path, report: dict[str, Any], faces: list[_Face], flagged: list[_Face],
                    orig: dict[str, Entry], anon: dict[str, Entry], anon2: dict[str, Entry] | None,
                    synchronism_curves: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
-                   options: EvalOptions, rng: np.random.Generator) -> dict[str, str]:
+                   options: EvalOptions, rng: np.random.Generator,
+                   crop: tuple[str, int]) -> dict[str, str]:
     files: dict[str, str] = {}
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -585,7 +586,8 @@ def _write_outputs(out_dir: Path, report: dict[str, Any], faces: list[_Face], fl
     rows = [(faces[i], "random sample") for i in picks] + \
         [(f, "flagged") for f in flagged[:MAX_SHEET_FLAGGED]]
     if rows:
-        atomic_write_bytes(out_dir / "contact_sheet.png", _png(_contact_sheet(rows, orig, anon, anon2)))
+        sheet = _contact_sheet(rows, orig, anon, anon2, crop)
+        atomic_write_bytes(out_dir / "contact_sheet.png", _png(sheet))
         files["contact_sheet"] = str(out_dir / "contact_sheet.png")
     files["report"] = str(out_dir / "report.json")
     atomic_write_text(out_dir / "report.json",

@@ -12,19 +12,25 @@ from faceanon.align import align, transform_points
 from faceanon.composite import ellipse_mask, paste_faces
 from faceanon.methods.base import FaceBatch, FaceReplacer, Replacement
 
-CROP = 128          # every face is processed on the generator's template at this size
 MIN_COVERAGE = 0.7  # share of the detector box's inner ellipse the pasted face must cover
 
 
 class AlignedReplacer(FaceReplacer):
-    """A method that replaces each aligned face crop with a new one."""
+    """A method that replaces each aligned face crop with a new one.
+
+    Faces are aligned on the method's ``template`` at ``crop_size`` px: for a generated face,
+    the generator's own (it draws faces as it was trained to), so a generator trained on
+    another template changes nothing here.
+    """
 
     match_colour = True  # recolour each new face to the one it replaces (see composite.paste)
+    template: str
+    crop_size: int
 
     @abstractmethod
     def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
-        """(N, CROP, CROP, 3) uint8 new faces for aligned ``crops`` and their identity
-        embeddings; each ``attempt`` (0, then the retries) must give other faces."""
+        """(N, crop_size, crop_size, 3) uint8 new faces for aligned ``crops`` and their
+        identity embeddings; each ``attempt`` (0, then the retries) must give other faces."""
 
     def replace(self, batch: FaceBatch) -> Replacement:
         return AlignedReplacement(self, batch)
@@ -36,11 +42,13 @@ class AlignedReplacement(Replacement):
 
     def __init__(self, method: AlignedReplacer, batch: FaceBatch) -> None:
         self.method, self.batch = method, batch
-        self.crops, self.mats = align_all(batch.images, batch.owners, batch.landmarks)
+        self.crops, self.mats = align_all(batch.images, batch.owners, batch.landmarks,
+                                          method.template, method.crop_size)
         self.new = method.new_faces(self.crops, batch.identities, 0)
         # Landmarks of profile or occluded faces can put the aligned crop beside the face:
         # where the pasted region misses much of the detector's box, the new face is no use.
-        missed = np.array([mask_coverage(batch.images[i].shape[:2], m, box) < MIN_COVERAGE
+        mask = ellipse_mask(method.template, method.crop_size)
+        missed = np.array([mask_coverage(batch.images[i].shape[:2], m, box, mask) < MIN_COVERAGE
                            for i, m, box in zip(batch.owners, self.mats, batch.boxes)], bool)
         super().__init__(self._paste(), missed)
 
@@ -52,14 +60,16 @@ class AlignedReplacement(Replacement):
     def _paste(self) -> dict[int, np.ndarray]:
         owners = self.batch.owners
         return {i: paste_faces(image, self.new[owners == i], self.mats[owners == i],
+                               template=self.method.template,
                                match_colour=self.method.match_colour)
                 for i, image in self.batch.images.items()}
 
 
-def mask_coverage(shape: tuple[int, int], matrix: np.ndarray, box: np.ndarray) -> float:
+def mask_coverage(shape: tuple[int, int], matrix: np.ndarray, box: np.ndarray,
+                  mask: np.ndarray) -> float:
     """Share of the ellipse inscribed in the detector's ``box`` (shrunk to 60 %: the eyes, nose
-    and mouth) that the paste mask of a crop aligned by ``matrix`` covers at more than half
-    strength."""
+    and mouth) that the paste ``mask`` of a square crop aligned by ``matrix`` covers at more
+    than half strength."""
     x1, y1, x2, y2 = box
     cx, cy, ax, ay = (x1 + x2) / 2, (y1 + y2) / 2, 0.3 * (x2 - x1), 0.3 * (y2 - y1)
     h, w = shape
@@ -70,15 +80,16 @@ def mask_coverage(shape: tuple[int, int], matrix: np.ndarray, box: np.ndarray) -
         return 1.0
     pts = np.stack([xs[inside], ys[inside]], 1).astype(np.float64)
     crop_pts = transform_points(matrix, pts)
-    mask = ellipse_mask("faceanon", CROP)
-    u = np.clip(np.round(crop_pts).astype(int), 0, CROP - 1)
-    within = (crop_pts >= 0).all(1) & (crop_pts <= CROP - 1).all(1)
+    size = len(mask)
+    u = np.clip(np.round(crop_pts).astype(int), 0, size - 1)
+    within = (crop_pts >= 0).all(1) & (crop_pts <= size - 1).all(1)
     return float(((mask[u[:, 1], u[:, 0]] > 0.5) & within).mean())
 
 
-def align_all(images: dict[int, np.ndarray], owners: np.ndarray, landmarks: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned crops and matrices of all faces, in ``owners`` order."""
-    crops, mats = zip(*(align(images[i], landmarks[owners == i], "faceanon", CROP)
+def align_all(images: dict[int, np.ndarray], owners: np.ndarray, landmarks: np.ndarray,
+              template: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of all faces aligned on ``template`` at ``size`` px, and their matrices, in
+    ``owners`` order."""
+    crops, mats = zip(*(align(images[i], landmarks[owners == i], template, size)
                         for i in images))
     return np.concatenate(crops), np.concatenate(mats)

@@ -1,5 +1,5 @@
-"""``ivfg``: a virtual face per identity under the key (``faceanon.virtual``: KFAAR's generator
-without its pose stage)."""
+"""``ivfg``: a virtual face per identity under the key (``faceanon.generators``: KFAAR's
+generator without its pose stage)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from faceanon.methods.virtual_faces import VirtualFaceReplacer
 
 @register("ivfg", "virtual face")
 def ivfg(setup: MethodSetup) -> VirtualFaceReplacer:
-    from faceanon.virtual import load_virtual_faces
+    from faceanon.models import create_model
 
     key = setup.require_key()
-    return VirtualFaceReplacer(load_virtual_faces(setup.device), key)
+    return VirtualFaceReplacer(create_model("face-generator", device=setup.device), key)

@@ -22,7 +22,10 @@ class ObfuscatedFaces(AlignedReplacer):
     match_colour = False  # the obfuscated face keeps the original's colours already
 
     def __init__(self, obfuscator: Obfuscator) -> None:
+        from faceanon.obfuscate import TEMPLATE
+
         self.obfuscator = obfuscator
+        self.template, self.crop_size = TEMPLATE, obfuscator.crop
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Methods that replace each face with a virtual face from the generator (``faceanon.virtual``):
-ivfg as it is, kfaar re-posed."""
+"""Methods that replace each face with a virtual face from a face generator
+(``faceanon.generators``): ivfg as it is, kfaar re-posed."""
 
 from __future__ import annotations
 
@@ -8,26 +8,23 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faceanon.keys import Key
-from faceanon.methods.aligned import CROP, AlignedReplacer
+from faceanon.methods.aligned import AlignedReplacer
 
 if TYPE_CHECKING:
-    from faceanon.virtual import VirtualFaces
+    from faceanon.generators import FaceGenerator
 
 
 class VirtualFaceReplacer(AlignedReplacer):
-    """Each face replaced by the virtual face of its identity under the key; a retry draws
-    another with the retry's own key code."""
+    """Each face replaced by the virtual face of its identity under the key, aligned on the
+    generator's template and crop size; a retry draws another with the retry's own key code."""
 
-    def __init__(self, virtual: VirtualFaces, key: Key, more_models: tuple[str, ...] = ()) -> None:
-        from faceanon import weights
-
-        self.virtual, self.key = virtual, key
-        names = (virtual.model_id, virtual.generator_name, *more_models)
-        self._model_ids = {n: weights.entry(n)["sha256"][:16] for n in names}
+    def __init__(self, generator: FaceGenerator, key: Key) -> None:
+        self.generator, self.key = generator, key
+        self.template, self.crop_size = generator.template, generator.crop_size
 
     @property
     def model_ids(self) -> dict[str, str]:
-        return self._model_ids
+        return self.generator.model_ids
 
     def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
-        return self.virtual.generate(identities, self.key, CROP, attempt)
+        return self.generator.generate(identities, self.key, attempt)

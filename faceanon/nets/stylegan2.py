@@ -25,7 +25,7 @@ from torch import nn
 __all__ = ["StyleGANConfig", "PRESETS", "preset", "EqualLinear", "EqualConv2d", "MappingNetwork",
            "ModulatedConv2d", "NoiseInjection", "SynthesisLayer", "ToRGB", "SynthesisBlock",
            "SynthesisNetwork", "Generator", "DiscriminatorBlock", "DiscriminatorEpilogue",
-           "Discriminator", "NoiseMode", "pretrained_generator", "frozen_generator"]
+           "Discriminator", "NoiseMode"]
 
 NoiseMode = Literal["random", "const", "none"]
 
@@ -413,20 +413,3 @@ class Discriminator(nn.Module):
             x = getattr(self, f"b{res}")(x)
         return self.b4(x)
 
-
-def pretrained_generator(name: str | None = None,
-                         device: str | torch.device = "cpu") -> Generator:
-    """A shipped generator from ``weights/`` (the default one unless named), in fp32 eval mode."""
-    from faceanon import weights
-
-    entry = weights.entry(name) if name else weights.default_entry("generator")
-    return frozen_generator(entry["arch"], weights.load_weights(entry["name"]), device)
-
-
-def frozen_generator(arch: dict[str, Any], state: dict[str, torch.Tensor],
-                     device: str | torch.device = "cpu") -> Generator:
-    """A generator of architecture ``arch`` from a (possibly fp16) state dict, in fp32 eval
-    mode without gradients: how every stored generator is used."""
-    g = Generator(StyleGANConfig.from_dict(arch))
-    g.load_state_dict({k: v.float() for k, v in state.items()})
-    return g.eval().requires_grad_(False).to(device)

@@ -19,10 +19,10 @@ import numpy as np
 from faceanon.align import TEMPLATES, align
 from faceanon.datasets import (NO_FACE, OK, ArchiveSource, Entry, Job, Result, Source, is_archive,
                                open_input)
-from faceanon.detect import Detector, Face
+from faceanon.detect import Detector, Face, main_face
 from faceanon.errors import FaceanonError
 from faceanon.images import encode
-from faceanon.lfw import nearest_centre, read_people
+from faceanon.lfw import read_people
 
 __all__ = ["AlignedFaces", "central_face", "prepare", "load_aligned"]
 
@@ -46,8 +46,8 @@ class AlignedFaces:
 
 
 def central_face(faces: list[Face], height: int, width: int) -> Face | None:
-    """The face nearest the image centre: the subject of a portrait-style dataset like LFW."""
-    i = nearest_centre(np.array([f.box for f in faces]).reshape(-1, 4), np.empty((height, width)))
+    """The image's main face (``faceanon.detect.main_face``): the subject of an LFW photo."""
+    i = main_face(np.array([f.box for f in faces]).reshape(-1, 4), (height, width))
     return None if i is None else faces[i]
 
 

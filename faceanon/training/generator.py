@@ -38,8 +38,8 @@ from faceanon.fid import (InceptionFeatures, Stats, fid, generated_images, refer
                           to_uint8)
 from faceanon.fsutil import atomic_torch_save, atomic_write_text
 from faceanon.images import save_image
-from faceanon.nets.stylegan2 import (Discriminator, Generator, StyleGANConfig, frozen_generator,
-                                     preset)
+from faceanon.models import frozen
+from faceanon.nets.stylegan2 import Discriminator, Generator, StyleGANConfig, preset
 
 __all__ = ["TrainConfig", "GeneratorTrainer", "diff_augment", "image_grid", "export_ema",
            "resize_uint8", "run_generator", "build_discriminator", "DISCRIMINATORS"]
@@ -172,10 +172,10 @@ def build_discriminator(cfg: TrainConfig, arch: StyleGANConfig,
                         device: torch.device) -> torch.nn.Module:
     """The discriminator ``cfg`` names, on ``device`` (a projected one loads dlib's network)."""
     if cfg.discriminator.startswith("projected"):
-        from faceanon.identity import load_recognizer
+        from faceanon.models import create_model
         from faceanon.nets.projected import ProjectedDiscriminator, dlib_feature_pyramid
 
-        net = load_recognizer("dlib", device).net
+        net = create_model("recognizer", "dlib", device).net
         parts = cfg.discriminator.split("+")
         return ProjectedDiscriminator(dlib_feature_pyramid(net), (32, 64, 128), seed=cfg.seed,
                                       colour_head="colour" in parts,
@@ -218,7 +218,7 @@ def run_generator(run: str | Path, device: str | torch.device = "cpu") -> Genera
         state = torch.load(run / info["file"], map_location="cpu", weights_only=True)
     except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as e:
         raise FaceanonError(f"no exported generator in this run ({type(e).__name__})", run) from None
-    return frozen_generator(info["arch"], state, device)
+    return frozen(Generator(StyleGANConfig.from_dict(info["arch"])), state, device)
 
 
 def resize_uint8(images: np.ndarray, size: int) -> torch.Tensor:

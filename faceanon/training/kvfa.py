@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from faceanon.generators import FaceGenerator
 from faceanon.identity import Recognizer
 from faceanon.keys import Key
 from faceanon.metrics import equal_error_rate, roc_auc
 from faceanon.nets.kvfa import KVFA
 from faceanon.training.aligned import AlignedFaces
 from faceanon.training.projector import chip_embeddings, cos_loss
-from faceanon.virtual import VirtualFaces, recognizer_input
 
 
 @dataclass
@@ -70,7 +70,7 @@ class KVFAData:
                         self.key_index[rows], self.keys, self.holdout[rows])
 
 
-def build_data(faces: AlignedFaces, virtual: VirtualFaces, recognizer: Recognizer,
+def build_data(faces: AlignedFaces, generator: FaceGenerator, recognizer: Recognizer,
                cfg: KVFAConfig) -> KVFAData:
     """Embed up to ``max_images_per_person`` originals per person and their virtual faces under
     the person's ``keys_per_person`` keys.
@@ -99,16 +99,15 @@ def build_data(faces: AlignedFaces, virtual: VirtualFaces, recognizer: Recognize
     subset = AlignedFaces(faces.images[rows_arr], faces.labels[rows_arr], faces.identities, [],
                           faces.template)
     original = chip_embeddings(subset, recognizer)
-    codes = torch.from_numpy(np.stack([virtual.key_code(k).cpu().numpy() for k in keys]))
     flat_rows = np.repeat(np.arange(len(rows_arr)), cfg.keys_per_person)
     flat_keys = key_arr.reshape(-1)
     out = np.zeros((len(flat_rows), original.shape[1]), np.float32)
     with torch.inference_mode():
         for start in range(0, len(flat_rows), 64):
             part = slice(start, start + 64)
-            ident = torch.from_numpy(original[flat_rows[part]]).to(virtual.device)
-            images = virtual.images(ident, codes[flat_keys[part]].to(virtual.device))
-            out[part] = recognizer.embed(recognizer_input(images, recognizer)).cpu().numpy()
+            ident = torch.from_numpy(original[flat_rows[part]]).to(generator.device)
+            images = generator.render(ident, [keys[k] for k in flat_keys[part]])
+            out[part] = recognizer.embed(recognizer.chips(images, generator.template)).cpu().numpy()
     return KVFAData(original, out.reshape(len(rows_arr), cfg.keys_per_person, -1),
                     faces.labels[rows_arr], key_arr, keys, np.array(holdout, bool))
 

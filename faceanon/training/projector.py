@@ -33,7 +33,6 @@ from faceanon.identity import Recognizer
 from faceanon.nets.projector import KeyProjector
 from faceanon.nets.stylegan2 import Generator
 from faceanon.training.aligned import AlignedFaces
-from faceanon.virtual import recognizer_input
 
 
 @dataclass
@@ -95,10 +94,11 @@ class TripletSampler:
         return pairs[:, 0], pairs[:, 1], y
 
 
-def train_projector(generator: Generator, recognizer: Recognizer, faces: AlignedFaces,
-                    out: str | Path, cfg: ProjectorConfig,
+def train_projector(generator: Generator, template: str, recognizer: Recognizer,
+                    faces: AlignedFaces, out: str | Path, cfg: ProjectorConfig,
                     log: Callable[[dict], None] | None = None) -> KeyProjector:
-    """Train P for ``cfg.steps`` steps; writes ``out/projector.pt`` and ``out/log.jsonl``."""
+    """Train P for ``cfg.steps`` steps for ``generator``, whose faces are on ``template``;
+    writes ``out/projector.pt`` and ``out/log.jsonl``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -120,7 +120,7 @@ def train_projector(generator: Generator, recognizer: Recognizer, faces: Aligned
         keys = torch.cat([k1, k2, k1, k1])
         w = generator.styles(projector(ids, keys), cfg.psi)
         images = ((generator.synthesize(w, noise_mode="const") + 1) / 2).clamp(0, 1)
-        r = recognizer.embed(recognizer_input(images, recognizer))
+        r = recognizer.embed(recognizer.chips(images, template))
         v11, v12, v21, vy1 = r.chunk(4)
         losses = {
             "ano": cos_loss(v11, ident[i1], False, cfg.margin),

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from faceanon.align import align
 from faceanon.errors import FaceanonError
-from faceanon.nets.mtcnn import load_pretrained
+from faceanon.mtcnn_format import load_pretrained
 
 if TYPE_CHECKING:
     from faceanon.landmarks import Landmarks68

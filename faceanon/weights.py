@@ -1,7 +1,8 @@
 """The project's own pretrained weights: one table, ``weights/manifest.json``, checked on load.
 
-Nothing is ever downloaded: weight files live in the weights folder (``$FACEANON_WEIGHTS`` or
-the repository's ``weights/``) and each manifest entry pins its file by SHA-256, so a corrupted
+Nothing is ever downloaded: weight files live in the weights folder (``weights_dir()``: the
+repository's ``weights/``, or where a wheel installed them) and each manifest entry pins its
+file by SHA-256, so a corrupted
 or swapped file is refused instead of silently producing other faces. Manifest layout::
 
     {"models": [{"name": ..., "kind": "generator", "file": ..., "sha256": ..., <metadata>}]}
@@ -16,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,21 @@ MANIFEST = "manifest.json"
 _REQUIRED = ("name", "kind", "file", "sha256")
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent / "weights"  # a source checkout's
+INSTALLED = ("share", "faceanon", "weights")  # below an install's data prefix (pyproject)
+
+
 def weights_dir() -> Path:
-    """``$FACEANON_WEIGHTS`` if set, else ``weights/`` beside the package."""
+    """The weights folder: ``$FACEANON_WEIGHTS`` if set; else the first that holds a manifest
+    of ``weights/`` beside the package (a source checkout) and ``<prefix>/share/faceanon/weights``
+    of the environment, then of the user (where a wheel install puts the shipped weights);
+    else ``weights/`` beside the package, an empty registry that ``register`` can fill."""
     env = os.environ.get("FACEANON_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    if env:
+        return Path(env)
+    schemes = (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user"))
+    installed = [Path(sysconfig.get_path("data", s), *INSTALLED) for s in schemes]
+    return next((d for d in (CHECKOUT, *installed) if (d / MANIFEST).is_file()), CHECKOUT)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -17,7 +17,8 @@ from faceanon.detect import Detector, detect_and_align, nms
 from faceanon.errors import FaceanonError
 from faceanon.images import load_image, save_image
 from faceanon.landmarks import Landmarks68, dlib_box
-from faceanon.nets.mtcnn import ONet, PNet, RNet, _max_pool, load_pretrained
+from faceanon.mtcnn_format import load_pretrained
+from faceanon.nets.mtcnn import ONet, PNet, RNet, _max_pool
 
 PEOPLE = ("Aaron_Peirsol/Aaron_Peirsol_0001.jpg", "Colin_Powell/Colin_Powell_0001.jpg",
           "Serena_Williams/Serena_Williams_0001.jpg")

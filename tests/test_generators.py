@@ -71,8 +71,8 @@ def test_another_template_flows_through_the_anonymizer(tiny_weights: Path, metho
     assert anonymizer.settings["models"].keys() >= {"tiny-p", "tiny-g"}
 
 
-def test_a_generator_without_a_declared_template_is_refused(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_generator_without_a_declared_template_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     register_tiny_generator(tmp_path, crop=CROP)
     monkeypatch.setenv("FACEANON_WEIGHTS", str(tmp_path))
     with pytest.raises(FaceanonError, match="does not declare its template"):

@@ -93,3 +93,27 @@ def test_shipped_manifest_is_consistent() -> None:
             g = Generator(StyleGANConfig.from_dict(m["arch"]))
             g.load_state_dict({k: v.float() for k, v in state.items()})
             assert g(torch.randn(1, g.cfg.z_dim)).shape[-1] == m["resolution"]
+
+
+def test_weights_dir_finds_a_wheel_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a checkout beside the package, the weights are where the wheel put them:
+    ``<prefix>/share/faceanon/weights``."""
+    monkeypatch.delenv("FACEANON_WEIGHTS", raising=False)
+    assert weights.weights_dir() == REPO_WEIGHTS  # this checkout
+    monkeypatch.setattr(weights, "CHECKOUT", tmp_path / "site-packages" / "weights")
+    monkeypatch.setattr(weights.sysconfig, "get_path", lambda name, scheme: str(tmp_path / scheme))
+    assert weights.weights_dir() == weights.CHECKOUT, "nothing installed: the empty registry"
+    installed = tmp_path / weights.sysconfig.get_default_scheme() / "share" / "faceanon" / "weights"
+    installed.mkdir(parents=True)
+    (installed / "manifest.json").write_text('{"models": []}')
+    assert weights.weights_dir() == installed
+
+
+def test_the_wheel_ships_every_registered_file() -> None:
+    """pyproject's data-files put every file of the shipped manifest into the wheel."""
+    import tomllib
+
+    project = tomllib.loads((REPO_WEIGHTS.parent / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["data-files"]["share/faceanon/weights"]
+    shipped = {p.name for pattern in patterns for p in REPO_WEIGHTS.parent.glob(pattern)}
+    assert {"manifest.json"} | {m["file"] for m in weights.entries(REPO_WEIGHTS)} <= shipped

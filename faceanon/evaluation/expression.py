@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from faceanon.evaluation import crop_box
-from faceanon.nets.mini_xception import EMOTIONS, MiniXception, load_keras_fer
+from faceanon.evaluation.fer_format import load_keras_fer
+from faceanon.nets.mini_xception import EMOTIONS, MiniXception
 
 __all__ = ["EMOTIONS", "ExpressionModel", "expression_similarity"]
 

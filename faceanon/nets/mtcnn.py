@@ -1,24 +1,19 @@
 """MTCNN's three cascaded networks (Zhang et al., 2016): PNet proposes, RNet refines, ONet outputs.
 
 The pretrained weights ship with the ``mtcnn`` PyPI package as Keras-layout arrays (conv kernels
-HWIO, PReLU alphas, dense kernels in→out); :func:`load_pretrained` converts them at load time, so
-TensorFlow is never imported. Inputs are RGB, NCHW, scaled as (x - 127.5) / 128.
+HWIO, PReLU alphas, dense kernels in→out); ``faceanon.mtcnn_format`` converts them at load
+time, so TensorFlow is never imported. Inputs are RGB, NCHW, scaled as (x - 127.5) / 128.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from faceanon.errors import FaceanonError
-
-__all__ = ["PNet", "RNet", "ONet", "load_pretrained", "weights_dir"]
+__all__ = ["PNet", "RNet", "ONet"]
 
 
 def _conv(cin: int, cout: int, k: int) -> tuple[nn.Conv2d, nn.PReLU]:
@@ -112,47 +107,3 @@ class ONet(nn.Module):
         x = _max_pool(self.prelu3(self.conv3(x)), 2, 2, ceil=True)
         x = self.prelu5(self.fc5(_keras_flatten(self.prelu4(self.conv4(x)))))
         return self.fc6_1(x), self.fc6_2(x), torch.softmax(self.fc6_3(x), dim=1)[:, 1]
-
-
-def weights_dir() -> Path:
-    """The ``mtcnn`` package's weight folder, found without importing the package (it needs TF)."""
-    spec = importlib.util.find_spec("mtcnn")
-    if spec is None or not spec.submodule_search_locations:
-        raise FaceanonError("the 'mtcnn' package (MTCNN weights) is not installed; pip install mtcnn")
-    return Path(list(spec.submodule_search_locations)[0]) / "assets" / "weights"
-
-
-def _keras_to_state_dict(net: nn.Module, arrays: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    """Map the Keras weight list (in layer order) onto ``net``'s parameters (in the same order)."""
-    names = [n for n, _ in net.named_parameters()]
-    if len(names) != len(arrays):
-        raise FaceanonError(f"MTCNN weights have {len(arrays)} arrays, {type(net).__name__} "
-                            f"needs {len(names)}")
-    state: dict[str, torch.Tensor] = {}
-    for name, arr in zip(names, arrays):
-        a = np.asarray(arr, dtype=np.float32)
-        if a.ndim == 4:        # conv kernel HWIO → OIHW
-            a = a.transpose(3, 2, 0, 1)
-        elif a.ndim == 3:      # PReLU alpha shared over H, W: (1, 1, C) → (C,)
-            a = a.reshape(-1)
-        elif a.ndim == 2:      # dense kernel (in, out) → (out, in)
-            a = a.T
-        state[name] = torch.from_numpy(np.ascontiguousarray(a))
-    return state
-
-
-def load_pretrained(folder: Path | None = None) -> tuple[PNet, RNet, ONet]:
-    """The three nets with the ``mtcnn`` package's pretrained weights, in eval mode."""
-    import joblib  # the weights are joblib + lz4 pickles of numpy arrays
-
-    folder = weights_dir() if folder is None else folder
-    nets = (PNet(), RNet(), ONet())
-    for net, stem in zip(nets, ("pnet", "rnet", "onet")):
-        path = folder / f"{stem}.lz4"
-        try:
-            arrays = joblib.load(path)
-        except (OSError, ValueError, EOFError) as e:
-            raise FaceanonError(f"cannot read MTCNN weights ({e})", path) from None
-        net.load_state_dict(_keras_to_state_dict(net, arrays))
-        net.eval()
-    return nets

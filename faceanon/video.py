@@ -1,0 +1,206 @@
+"""Reading and rewriting video files with PyAV, frame by frame.
+
+PyAV's wheels carry their own FFmpeg build (H.264, VP9, MPEG-4, AAC, Opus, ...), so a fresh
+machine needs no system ffmpeg, and it exposes packets as well as frames: the audio is copied
+packet by packet (remuxed, never re-encoded, so it keeps its quality and its exact duration),
+while the video is decoded, handed to a callback and encoded again.
+
+The output has the input's container (by file extension), frame size, frame rate and time base;
+each frame keeps its presentation time, so variable frame rates and the sync with the audio
+survive. Nothing else is copied over: metadata (titles, GPS location tags, device names),
+subtitles and data streams can identify people, so they are left out, as image metadata is.
+
+Every failure of the demuxer or decoder becomes one ``FaceanonError`` naming the file: an empty
+or truncated file, a file with no video stream, or one that is not a video at all.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av
+import numpy as np
+
+from faceanon.errors import FaceanonError
+
+# Container by extension, and the video encoder and its options for it. H.264 at CRF 17 is
+# visually lossless for faces; VP9 is what WebM allows; AVI players expect MPEG-4 part 2.
+_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
+_ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
+    "mp4": ("libx264", {"crf": "17", "preset": "veryfast"}),
+    "mov": ("libx264", {"crf": "17", "preset": "veryfast"}),
+    "matroska": ("libx264", {"crf": "17", "preset": "veryfast"}),
+    "webm": ("libvpx-vp9", {"crf": "24", "b": "0", "deadline": "realtime", "cpu-used": "8"}),
+    "avi": ("mpeg4", {"qscale": "2"}),
+}
+VIDEO_SUFFIXES = tuple(_FORMATS)
+# A file whose decodable frames end this many frame durations before its declared end is
+# reported as truncated rather than processed in part.
+_TRUNCATION_SLACK = 2
+
+# What the edit callback returns for a frame that must be left out (``--no-face skip``).
+FrameEdit = Callable[[int, np.ndarray], "np.ndarray | None"]
+
+
+def is_video_name(name: str) -> bool:
+    return Path(name).suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass(frozen=True)
+class RewriteStats:
+    """What a rewrite did: frames decoded and written, and what became of the audio."""
+
+    frames_in: int
+    frames_out: int
+    audio: str  # "copied", "none" (the input has none) or "dropped: <reason>"
+
+
+@contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """FFmpeg's errors (and PyAV's own ValueErrors on damaged streams) as one line naming the
+    file."""
+    try:
+        yield
+    except FaceanonError:
+        raise
+    except (av.FFmpegError, ValueError, EOFError) as e:
+        reason = str(e).split("\n")[0][:160]
+        raise FaceanonError(f"not a readable video ({reason})", name) from None
+
+
+def _open(data: bytes, name: str) -> av.container.InputContainer:
+    if not data:
+        raise FaceanonError("empty file (0 bytes)", name)
+    with _reading(name):
+        container = av.open(io.BytesIO(data), "r")
+    if not container.streams.video:
+        container.close()
+        kinds = sorted({s.type for s in container.streams})
+        raise FaceanonError(f"no video stream ({', '.join(kinds)} only)" if kinds else
+                            "no stream found (truncated, or not a video)", name)
+    return container
+
+
+def read_frames(data: bytes, name: str) -> Iterator[np.ndarray]:
+    """Every frame of the first video stream as (H, W, 3) uint8 RGB, in presentation order.
+
+    Raises ``FaceanonError`` after the last good frame when the file ends before the length its
+    header declares (a truncated download or copy), so a caller that reads the whole clip before
+    writing anything never publishes a clip cut short.
+    """
+    container = _open(data, name)
+    try:
+        stream = container.streams.video[0]
+        count, last = 0, None
+        with _reading(name):
+            for frame in container.decode(stream):
+                count += 1
+                last = frame.time
+                yield frame.to_ndarray(format="rgb24")
+        if count == 0:
+            raise FaceanonError("no decodable video frame", name)
+        _check_complete(container, stream, count, last, name)
+    finally:
+        container.close()
+
+
+def _check_complete(container: av.container.InputContainer, stream: av.VideoStream,
+                    count: int, last: float | None, name: str) -> None:
+    """Compare what was decoded with what the header declares: the frame count where the
+    container stores one (MP4, MOV), else the duration (Matroska, WebM, AVI)."""
+    if stream.frames and count + _TRUNCATION_SLACK < stream.frames:
+        raise FaceanonError(f"truncated video: {count} of {stream.frames} frames decodable",
+                            name)
+    rate = float(stream.average_rate or stream.guessed_rate or 25)
+    if container.duration and last is not None:
+        declared = container.duration / av.time_base
+        if last + _TRUNCATION_SLACK / rate < declared - (container.start_time or 0) / av.time_base:
+            raise FaceanonError(f"truncated video: frames end at {last:.2f} s of a declared "
+                                f"{declared:.2f} s", name)
+
+
+def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStats]:
+    """The video re-encoded with each frame replaced by ``edit(index, rgb)`` (None: the frame is
+    left out; the others keep their times), its audio copied; the encoded file's bytes.
+
+    ``name``'s extension picks the container, so the output is the input's kind of file.
+    """
+    fmt = _FORMATS.get(Path(name).suffix.lower())
+    if fmt is None:
+        raise FaceanonError(f"not a video file type ({', '.join(VIDEO_SUFFIXES)})", name)
+    source = _open(data, name)
+    buffer = io.BytesIO()
+    try:
+        video_in = source.streams.video[0]
+        audio = _audio_fate(data, name, fmt)
+        audio_in = source.streams.audio[0] if audio == "copied" else None
+        with _reading(name), av.open(buffer, "w", format=fmt) as sink:
+            video_out = _video_stream(sink, video_in, fmt)
+            audio_out = sink.add_stream_from_template(audio_in) if audio_in else None
+            frames_in = frames_out = 0
+            for packet in source.demux(*(s for s in (video_in, audio_in) if s is not None)):
+                if packet.stream is audio_in:
+                    if packet.dts is not None:
+                        packet.stream = audio_out
+                        sink.mux(packet)
+                    continue
+                for frame in packet.decode():
+                    new = edit(frames_in, frame.to_ndarray(format="rgb24"))
+                    frames_in += 1
+                    if new is not None:
+                        frames_out += 1
+                        sink.mux(video_out.encode(_frame(new, frame, video_in)))
+            sink.mux(video_out.encode(None))
+    finally:
+        source.close()
+    return buffer.getvalue(), RewriteStats(frames_in, frames_out, audio)
+
+
+def _frame(rgb: np.ndarray, like: av.VideoFrame, stream: av.VideoStream) -> av.VideoFrame:
+    """A frame to encode from ``rgb``, at ``like``'s presentation time."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    frame.pts, frame.time_base = like.pts, stream.time_base
+    return frame
+
+
+def _video_stream(sink: av.container.OutputContainer, source: av.VideoStream,
+                  fmt: str) -> av.VideoStream:
+    """The output's video stream: the input's size, frame rate and time base."""
+    codec, options = _ENCODERS[fmt]
+    rate = source.average_rate or source.guessed_rate or Fraction(25)
+    stream = sink.add_stream(codec, rate=rate, options=dict(options))
+    stream.width, stream.height = source.codec_context.width, source.codec_context.height
+    # 4:2:0 needs even sides; an odd-sized clip keeps its size in 4:4:4 instead.
+    even = stream.width % 2 == 0 and stream.height % 2 == 0
+    stream.pix_fmt = "yuv420p" if even or codec == "mpeg4" else "yuv444p"
+    stream.time_base = source.time_base
+    stream.codec_context.time_base = source.time_base
+    return stream
+
+
+def _audio_fate(data: bytes, name: str, fmt: str) -> str:
+    """What becomes of the first audio stream: "copied" when the container takes its codec as
+    it is (tried on a throw-away file with its first packet), else dropped, saying why, rather
+    than re-encoded behind the user's back; "none" without one."""
+    source = _open(data, name)
+    try:
+        if not source.streams.audio:
+            return "none"
+        stream = source.streams.audio[0]
+        with av.open(io.BytesIO(), "w", format=fmt) as trial:
+            out = trial.add_stream_from_template(stream)
+            for packet in source.demux(stream):
+                if packet.dts is not None:
+                    packet.stream = out
+                    trial.mux(packet)
+                    break
+    except (av.FFmpegError, ValueError) as e:
+        return f"dropped: {fmt} does not take {stream.codec_context.name} as it is ({e})"
+    finally:
+        source.close()
+    return "copied"

@@ -44,6 +44,7 @@ from faceanon.evaluation.pose import angle_error
 from faceanon.fsutil import atomic_write_bytes, atomic_write_text
 from faceanon.identity import Recognizer, cosine_similarity
 from faceanon.metrics import equal_error_rate, non_match_rate, roc_auc, roc_curve
+from faceanon.tracking import box_iou, match_faces  # re-exported
 
 __all__ = ["EvalOptions", "box_iou", "match_faces",
            "label_pairs", "evaluate", "draw_roc", "FeatureSet"]
@@ -51,7 +52,6 @@ __all__ = ["EvalOptions", "box_iou", "match_faces",
 Progress = Callable[[int, int], None]
 
 # A virtual face is "at the same place" as its original when their boxes overlap this much.
-MIN_IOU = 0.3
 # At most this many flagged faces are drawn (all are listed in report.json).
 MAX_SHEET_FLAGGED = 64
 
@@ -75,30 +75,6 @@ class EvalOptions:
 
 
 # ------------------------------------------------------------------------- pure metric parts
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of boxes (x1, y1, x2, y2)."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
-def match_faces(orig_boxes: np.ndarray, other_boxes: np.ndarray,
-                min_iou: float = MIN_IOU) -> list[int | None]:
-    """For each original box, the index of its other box (greedy by overlap, one-to-one), or
-    None when nothing overlaps at least ``min_iou``."""
-    iou = box_iou(orig_boxes, other_boxes)
-    match: list[int | None] = [None] * iou.shape[0]
-    while iou.size and iou.max() >= min_iou:
-        i, j = np.unravel_index(int(np.argmax(iou)), iou.shape)
-        match[int(i)] = int(j)
-        iou[i, :], iou[:, j] = -1.0, -1.0
-    return match
-
 
 def label_pairs(labels: list[str], rng: np.random.Generator,
                 max_per_person: int = 45) -> tuple[np.ndarray, np.ndarray]:

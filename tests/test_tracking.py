@@ -1,0 +1,89 @@
+"""Tracking on made-up detections: linking, bridging a detector miss, smoothing without lag, and
+the frames a track's identity comes from."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from faceanon.tracking import (MAX_GAP, Detections, best_frames, link, smooth_series,
+                               track_faces)
+
+
+def face(x: float, y: float = 100.0, side: float = 80.0, turn: float = 0.0) -> tuple:
+    """A box and 5 landmarks of a face at (x, y), ``turn`` moving the nose towards an eye."""
+    box = np.array([x, y, x + side, y + side])
+    s = side / 80
+    marks = np.array([[25, 35], [55, 35], [40 + 14 * turn, 50], [28, 65], [52, 65]]) * s
+    return box, marks + [x, y]
+
+
+def frame(*faces: tuple) -> Detections:
+    if not faces:
+        return Detections(np.zeros((0, 4)), np.zeros((0, 5, 2)), np.zeros(0))
+    boxes, marks = zip(*faces)
+    return Detections(np.stack(boxes), np.stack(marks), np.full(len(faces), 0.99))
+
+
+def test_two_faces_moving_fast_stay_two_tracks() -> None:
+    # 12 px a frame, a fifth of the box: the velocity prediction keeps each on its track.
+    frames = [frame(face(10 + 12 * i), face(400 - 12 * i, y=300)) for i in range(20)]
+    tracks = link(frames)
+    assert len(tracks) == 2
+    assert [len(t) for t in tracks] == [20, 20]
+    assert tracks[0].boxes[-1, 0] == 10 + 12 * 19 and tracks[1].boxes[-1, 1] == 300
+
+
+def test_a_short_miss_is_bridged_by_interpolation() -> None:
+    frames = [frame(face(10 + 5 * i)) for i in range(20)]
+    for i in range(8, 8 + MAX_GAP):
+        frames[i] = frame()
+    (track,) = link(frames)
+    assert len(track) == 20 and track.detected.sum() == 20 - MAX_GAP
+    assert not track.detected[8:8 + MAX_GAP].any()
+    # Bridged frames carry the face where it was: linear motion is recovered exactly.
+    np.testing.assert_allclose(track.boxes[10], face(10 + 5 * 10)[0])
+    np.testing.assert_allclose(track.landmarks[12], face(10 + 5 * 12)[1])
+
+
+def test_a_long_miss_splits_the_track() -> None:
+    frames = [frame(face(10 + 2 * i)) for i in range(20)]
+    for i in range(5, 6 + MAX_GAP):
+        frames[i] = frame()
+    tracks = link(frames)
+    assert [(t.start, len(t)) for t in tracks] == [(0, 5), (6 + MAX_GAP, 20 - 6 - MAX_GAP)]
+
+
+def test_smoothing_removes_jitter_without_lag() -> None:
+    t = np.arange(60, dtype=float)
+    path = 0.15 * t ** 2          # an accelerating face, up to 9 px a frame
+    noisy = path + np.random.default_rng(0).normal(0, 1.5, t.shape)
+    smoothed = smooth_series(noisy)
+    inner = slice(3, -3)
+    assert np.abs(smoothed - path)[inner].mean() < 0.75 * np.abs(noisy - path)[inner].mean()
+    # No lag: a quadratic is followed exactly, where an exponential average trails behind.
+    np.testing.assert_allclose(smooth_series(path), path, atol=1e-6)
+    ema = np.copy(path)
+    for i in range(1, len(ema)):
+        ema[i] = 0.5 * ema[i - 1] + 0.5 * path[i]
+    assert (path - ema)[-1] > 10
+
+
+def test_track_faces_smooths_landmarks() -> None:
+    rng = np.random.default_rng(1)
+    frames = []
+    for i in range(30):
+        box, marks = face(50 + 3 * i)
+        frames.append(frame((box, marks + rng.normal(0, 2, marks.shape))))
+    (track,) = track_faces(frames)
+    truth = np.stack([face(50 + 3 * i)[1] for i in range(30)])
+    raw = np.stack([f.landmarks[0] for f in frames])
+    assert np.abs(track.landmarks - truth).mean() < 0.7 * np.abs(raw - truth).mean()
+
+
+def test_best_frames_are_large_frontal_detected_ones() -> None:
+    frames = [frame(face(100, side=60 + 2 * i, turn=1.0 if i % 2 else 0.0)) for i in range(20)]
+    frames[18] = frame()  # bridged frames never count
+    (track,) = link(frames)
+    best = best_frames(track, 3)
+    assert all(i % 2 == 0 and i != 18 for i in best)  # frontal (even) frames only
+    assert list(best) == [12, 14, 16]

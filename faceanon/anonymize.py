@@ -114,12 +114,17 @@ class Anonymizer:
         return Result(NO_FACE, data=data, reason=f"no face found; policy {self.no_face}",
                       seal=seal)
 
-    def replace_faces(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]]
+    def replace_faces(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
+                      identities: np.ndarray | None = None
                       ) -> dict[int, tuple[np.ndarray, dict[str, Any]]]:
-        """Every face of every image replaced and checked; the new images and their reports."""
+        """Every face of every image replaced and checked; the new images and their reports.
+
+        ``identities`` (one row per face, in ``faces`` order) are the codes the new faces are
+        drawn from where they are not the faces' own embeddings (a video: one per track); the
+        post-check compares with each face's own all the same."""
         if not images:
             return {}
-        batch = self._batch(images, faces)
+        batch = self._batch(images, faces, identities)
         small = np.linalg.norm(batch.landmarks[:, 1] - batch.landmarks[:, 0], axis=1) \
             < MIN_EYE_DISTANCE
         flags: list[str | None] = ["too small; fail-safe" if s else None for s in small]
@@ -150,7 +155,8 @@ class Anonymizer:
                                                   np.flatnonzero(batch.owners == i)]))
                 for i in images}
 
-    def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]]) -> FaceBatch:
+    def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
+               codes: np.ndarray | None = None) -> FaceBatch:
         """The faces of ``images`` in one order, with the identity embeddings of the originals:
         the generator's input (E) and the post-check's reference (R), one network in KFAAR.
         One face per call, so that a face's embedding (and so its virtual face) does not depend
@@ -160,7 +166,8 @@ class Anonymizer:
         boxes = np.concatenate([np.stack([f.box for f in faces[i]]) for i in images])
         identities = np.concatenate([self.recognizer.embed_faces(images[i], lm[None])
                                      for i, lm in zip(owners, landmarks)])
-        return FaceBatch(images, owners, landmarks, boxes, identities)
+        return FaceBatch(images, owners, landmarks, boxes,
+                         identities if codes is None else codes, identities)
 
     def post_check_fails(self, outputs: dict[int, np.ndarray], batch: FaceBatch) -> np.ndarray:
         """Per face: whether the recognizer's verdict on the output is not what the method's
@@ -168,7 +175,7 @@ class Anonymizer:
         after = np.concatenate([self.recognizer.embed_faces(outputs[i],
                                                             batch.landmarks[batch.owners == i])
                                 for i in outputs])
-        matches = cosine_similarity(after, batch.identities) > self.recognizer.match_threshold
+        matches = cosine_similarity(after, batch.originals) > self.recognizer.match_threshold
         return ~matches if self.replacer.post_check.must_match else matches
 
 
@@ -249,7 +256,7 @@ def run_anonymize(source: str | Path | datasets.Source, out: str | Path, anonymi
     archive keeps its rows in place and pseudonymizes its identifying datasets instead.
     """
     if isinstance(source, (str, Path)):
-        source = datasets.open_input(source)
+        source = datasets.open_input(source, videos=True)
     if keep_names:
         names, names_setting = None, "kept (--keep-names)"
     elif anonymizer.key is None:
@@ -265,4 +272,6 @@ def run_anonymize(source: str | Path | datasets.Source, out: str | Path, anonymi
         names = None  # rows are addressed by index: there is no path to rewrite
     job = Job(f"anonymize --method {anonymizer.method}", source, Path(out),
               {**anonymizer.settings, "names": names_setting}, names)
-    return job, job.run_batches(anonymizer.step, batch_size, progress)
+    from faceanon.anonymize_video import media_step  # it builds on this module
+
+    return job, job.run_batches(media_step(anonymizer), batch_size, progress)

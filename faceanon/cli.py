@@ -335,7 +335,8 @@ def bench_recognizer(
 @app.command()
 @user_errors
 def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
-                                                help="Folder of images or faceanon .h5 archive."),
+                                                help="Folder of images and videos, faceanon .h5 "
+                                                     "archive, or video file."),
               key_path: Optional[Path] = typer.Option(None, "--key", "-k",
                                                       help="Key file (needed by kfaar and ivfg)."),
               out_path: Path = typer.Option(..., "--out", "-o",
@@ -373,7 +374,7 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
     from faceanon.anonymize import build_anonymizer, run_anonymize
     from faceanon.datasets import open_input
 
-    source = open_input(input_path, dataset)  # a bad input is refused before models load
+    source = open_input(input_path, dataset, videos=True)  # refused before models load
     anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device),
                                   parse_thresholds(thresholds), reversible, strength)
     job, counts = run_with_progress("anonymizing", lambda **kw: run_anonymize(

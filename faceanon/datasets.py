@@ -27,6 +27,7 @@ of a reversible run without its payload (the entry is redone, both rewritten).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -44,6 +45,7 @@ from faceanon import __version__
 from faceanon.errors import FaceanonError
 from faceanon.fsutil import TEMP_NAME, atomic_write_bytes, is_within
 from faceanon.images import decode, is_image_name
+from faceanon.video import is_video_name
 from faceanon.pseudonyms import Pseudonyms
 from faceanon.records import (  # the statuses are re-exported for the jobs' steps
     FAILED, MANIFEST, NAMES, NO_FACE, OK, RUN, SKIPPED, Manifest, make_private_dir, manifest_lines,
@@ -91,10 +93,12 @@ class Source(Protocol):
 
 
 class FolderSource:
-    """Images below a folder, recursively, in a deterministic (byte-wise path) order."""
+    """Images (and with ``videos``, video files) below a folder, recursively, in a
+    deterministic (byte-wise path) order."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, videos: bool = False) -> None:
         self.path = path
+        self.videos = videos
         self._items: list[tuple[str, str | None]] | None = None
 
     def _scan(self) -> list[tuple[str, str | None]]:
@@ -106,7 +110,7 @@ class FolderSource:
                     if os.path.islink(os.path.join(dirpath, name)):
                         items.append((_join(rel_dir, name), "symbolic link to a folder, not followed"))
                 for name in filenames:
-                    items.append((_join(rel_dir, name), _skip_reason(Path(dirpath) / name)))
+                    items.append((_join(rel_dir, name), _skip_reason(name, self.videos)))
             items.sort(key=lambda item: os.fsencode(item[0]))
             self._items = items
         return self._items
@@ -151,9 +155,29 @@ class ArchiveSource:
             yield Entry(rel, lambda i=i: images[i].tobytes(), label, reason)
 
 
+class FileSource:
+    """A single video file as the whole input (``faceanon anonymize clip.mp4 --out anon.mp4``):
+    one entry, named by the file's name."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return 1
+
+    def entries(self) -> Iterator[Entry]:
+        yield Entry(self.path.name, lambda: _read_regular(self.path))
+
+    def check_output(self, out: Path) -> None:
+        """The container is the input's: an output named for another would mislead."""
+        if out.suffix.lower() != self.path.suffix.lower():
+            raise FaceanonError(f"output must be a {self.path.suffix} file, as the input is", out)
+
+
 def open_input(path: str | Path, dataset: str | None = None,
-               label_hook: LabelHook | None = None) -> Source:
-    """A folder, a faceanon archive or an array archive (``faceanon.arrays``), checked to exist.
+               label_hook: LabelHook | None = None, videos: bool = False) -> Source:
+    """A folder, a faceanon archive or an array archive (``faceanon.arrays``), checked to exist;
+    with ``videos`` (for ``anonymize``), also a video file, and folders take videos in too.
 
     ``dataset`` names an array archive's image dataset; ``label_hook`` decides what an array
     archive's output stores for its identifying datasets (default: copied, and listed).
@@ -168,10 +192,13 @@ def open_input(path: str | Path, dataset: str | None = None,
     if dataset is not None:
         raise FaceanonError("--dataset applies to array archives only", path)
     if path.is_dir():
-        return FolderSource(path)
+        return FolderSource(path, videos)
     if is_archive(path):
         return ArchiveSource(path)
-    raise FaceanonError("input must be a folder or an .h5 archive", path)
+    if videos and is_video_name(path.name):
+        return FileSource(path)
+    raise FaceanonError("input must be a folder or an .h5 archive"
+                        + (", or a video file" if videos else ""), path)
 
 
 def _is_faceanon_archive(path: Path) -> bool:
@@ -209,10 +236,10 @@ def _join(rel_dir: str, name: str) -> str:
     return name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
 
 
-def _skip_reason(path: Path) -> str | None:
-    if not is_image_name(path.name):
-        return "not an image file type"
-    return None
+def _skip_reason(name: str, videos: bool) -> str | None:
+    if is_image_name(name) or (videos and is_video_name(name)):
+        return None
+    return "not an image or video file type" if videos else "not an image file type"
 
 
 def _read_regular(path: Path) -> bytes:
@@ -256,6 +283,26 @@ class FolderSink:
             atomic_write_bytes(target.with_name(target.name + PAYLOAD_SUFFIX), payload)
         atomic_write_bytes(target, data)
         return relpath
+
+    def finish(self) -> None:
+        pass
+
+
+class FileSink:
+    """The output of a single-file input: that one file, written atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{path.name}.fa-"  # what a killed write of this file left, and nothing else
+        for stale in path.parent.glob(glob.escape(prefix) + "*"):
+            if TEMP_NAME.match(stale.name):
+                stale.unlink()
+
+    def write(self, relpath: str, data: bytes, label: str | None,
+              payload: bytes | None = None) -> str:
+        atomic_write_bytes(self.path, data)
+        return self.path.name
 
     def finish(self) -> None:
         pass
@@ -371,6 +418,8 @@ class ArchiveSink:
 
 def open_output(source: Source, out: Path) -> Sink:
     """A folder, or an archive in the input's layout: arrays for array archives, else encoded."""
+    if isinstance(source, FileSource):
+        return FileSink(out)
     if not is_archive(out):
         return FolderSink(out)
     from faceanon.arrays import ArraySink, ArraySource
@@ -440,7 +489,10 @@ class Job:
             raise FaceanonError(f"output must not be the input folder or inside it ({src})",
                                 self.out)
         if not src.is_dir() and self.out.resolve() == src.resolve():
-            raise FaceanonError("output must not be the input archive", self.out)
+            raise FaceanonError("output must not be the input file", self.out)
+        check_output = getattr(self.source, "check_output", None)
+        if check_output is not None:
+            check_output(self.out)
 
     def output_name(self, entry: Entry) -> tuple[str, str | None]:
         """Where ``entry`` goes in the output, and its label there."""

@@ -69,7 +69,7 @@ def _reading(name: str) -> Iterator[None]:
     except FaceanonError:
         raise
     except (av.FFmpegError, ValueError, EOFError) as e:
-        reason = str(e).split("\n")[0][:160]
+        reason = (getattr(e, "strerror", None) or str(e)).split("\n")[0][:160]
         raise FaceanonError(f"not a readable video ({reason})", name) from None
 
 
@@ -79,8 +79,8 @@ def _open(data: bytes, name: str) -> av.container.InputContainer:
     with _reading(name):
         container = av.open(io.BytesIO(data), "r")
     if not container.streams.video:
-        container.close()
         kinds = sorted({s.type for s in container.streams})
+        container.close()
         raise FaceanonError(f"no video stream ({', '.join(kinds)} only)" if kinds else
                             "no stream found (truncated, or not a video)", name)
     return container

@@ -43,12 +43,14 @@ def face_frames(n: int, size: tuple[int, int] = (320, 240), face: int = 150,
     return frames
 
 
-def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = True) -> Path:
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = True,
+               faststart: bool = False) -> Path:
     """``frames`` written to ``path`` (container by extension) at ``fps``, with a 440 Hz tone
-    as long as the video when ``audio``."""
+    as long as the video when ``audio``; ``faststart`` puts an MP4's index first, as streaming
+    sites do (a truncated copy still opens)."""
     suffix = path.suffix.lower()
     h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None) as out:
         video = out.add_stream(_VIDEO.get(suffix, "libx264"), rate=fps)
         video.width, video.height, video.pix_fmt = w, h, "yuv420p"
         sound = out.add_stream(_AUDIO[suffix], rate=SAMPLE_RATE) if audio else None

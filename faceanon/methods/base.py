@@ -24,13 +24,17 @@ if TYPE_CHECKING:  # the CLI lists the methods without loading torch
 @dataclass(frozen=True)
 class FaceBatch:
     """Every face of a batch of images, in one order: the image it is in (``owners``, keys of
-    ``images``), its 5 landmarks, its detector box and its identity embedding."""
+    ``images``), its 5 landmarks, its detector box, the identity code its new face is drawn
+    from, and its own identity embedding."""
 
     images: dict[int, np.ndarray]
     owners: np.ndarray      # (N,)
     landmarks: np.ndarray   # (N, 5, 2)
     boxes: np.ndarray       # (N, 4) x1, y1, x2, y2
-    identities: np.ndarray  # (N, D): the generator's input and the post-check's reference
+    identities: np.ndarray  # (N, D): the generator's input
+    # (N, D): the post-check's reference, each face's own embedding. For an image it is the
+    # generator's input too; a video's faces are drawn from one code per track instead.
+    originals: np.ndarray
 
 
 @dataclass

@@ -1,0 +1,170 @@
+"""Anonymizing a video: every face tracked through the clip and replaced frame by frame by the
+same pipeline as an image's faces, with one virtual identity per track.
+
+The clip is read three times and written once, so no decoded frame is ever held for long:
+
+1. every frame goes through the detector; the detections are linked into tracks, short misses
+   bridged and landmarks smoothed (``faceanon.tracking``);
+2. each track's identity code is the mean embedding of its best frames (largest, most frontal),
+   so a person is one virtual person for the whole clip, whatever the angle of each frame;
+3. each frame's tracked faces go through ``Anonymizer.replace_faces`` with their track's code:
+   the method, the post-check against the frame's own face, the retries and the fail-safe are
+   those of images, so a face that cannot be replaced safely is obscured, never passed on. A
+   frame without a face goes by the no-face policy, as an image does.
+
+Nothing is written until the whole clip has been decoded once, so a truncated or damaged file
+fails with its reason and no output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from faceanon import video
+from faceanon.anonymize import Anonymizer
+from faceanon.composite import apply_no_face_policy
+from faceanon.datasets import FAILED, NO_FACE, OK, Entry, Result
+from faceanon.detect import Face
+from faceanon.errors import FaceanonError
+from faceanon.tracking import Detections, Track, best_frames, track_faces
+
+Step = Callable[[list[Entry]], list[Result]]
+
+
+@dataclass
+class VideoReport:
+    """The manifest's account of one clip (its ``video`` field)."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    faces: int = 0             # faces replaced, counted once per frame they are in
+    tracks: int = 0
+    bridged_faces: int = 0     # of those, faces the detector missed, placed from their track
+    no_face_frames: int = 0    # frames that went by the no-face policy
+    flagged_frames: int = 0    # frames with a face replaced again or given the fail-safe
+    fail_safe_frames: int = 0  # frames with a face given the fail-safe
+    audio: str = "none"
+    flags: dict[str, int] = field(default_factory=dict)  # each flag and how many faces had it
+
+    def count(self, flags: list[str]) -> None:
+        """Add one frame's face flags."""
+        self.flagged_frames += bool(flags)
+        self.fail_safe_frames += any(f.endswith("fail-safe") for f in flags)
+        for flag in flags:
+            self.flags[flag] = self.flags.get(flag, 0) + 1
+
+
+@dataclass(frozen=True)
+class FrameFaces:
+    """The tracked faces in one frame, and the identity code of each one's track."""
+
+    faces: list[Face]
+    codes: np.ndarray
+    bridged: int
+
+
+class VideoAnonymizer:
+    """Anonymizes whole clips with an image ``Anonymizer``'s detector, method and checks."""
+
+    def __init__(self, anonymizer: Anonymizer) -> None:
+        self.anonymizer = anonymizer
+
+    def anonymize(self, data: bytes, name: str) -> tuple[bytes | None, VideoReport]:
+        """The encoded anonymized clip (None when the no-face policy left every frame out) and
+        its report; ``name``'s extension is the container of both."""
+        if self.anonymizer.sealer is not None:
+            raise FaceanonError("--reversible does not support videos yet", name)
+        tracks, frames = self.track(data, name)
+        by_frame = faces_by_frame(tracks, self.identity_codes(data, name, tracks))
+        report = VideoReport(tracks=len(tracks))
+        encoded, stats = video.rewrite(data, name, lambda i, rgb: self._frame(
+            rgb, by_frame.get(i), report))
+        if stats.frames_in != frames:
+            raise FaceanonError(f"decoded {stats.frames_in} frames, then {frames}: "
+                                "the file changed while it was read", name)
+        report.frames_in, report.frames_out, report.audio = (stats.frames_in, stats.frames_out,
+                                                             stats.audio)
+        return (encoded if stats.frames_out else None), report
+
+    def track(self, data: bytes, name: str) -> tuple[list[Track], int]:
+        """The clip's face tracks, and its number of frames."""
+        detections = []
+        for rgb in video.read_frames(data, name):
+            faces = self.anonymizer.detector(rgb)
+            detections.append(Detections(
+                np.array([f.box for f in faces]).reshape(-1, 4),
+                np.array([f.landmarks5 for f in faces]).reshape(-1, 5, 2),
+                np.array([f.score for f in faces])))
+        return track_faces(detections), len(detections)
+
+    def identity_codes(self, data: bytes, name: str, tracks: list[Track]) -> np.ndarray:
+        """(tracks, D): each track's identity code, the unit mean of the unit embeddings of its
+        best frames (the generator normalizes its input, so the length carries nothing)."""
+        wanted: dict[int, list[int]] = {}
+        for k, track in enumerate(tracks):
+            for frame in best_frames(track):
+                wanted.setdefault(int(frame), []).append(k)
+        sums = np.zeros((len(tracks), self.anonymizer.recognizer.dim))
+        for i, rgb in enumerate(video.read_frames(data, name)):
+            for k in wanted.pop(i, []):
+                marks = tracks[k].landmarks[i - tracks[k].start]
+                emb = self.anonymizer.recognizer.embed_faces(rgb, marks[None])[0]
+                sums[k] += emb / max(float(np.linalg.norm(emb)), 1e-12)
+            if not wanted:
+                break
+        return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+    def _frame(self, rgb: np.ndarray, tracked: FrameFaces | None,
+               report: VideoReport) -> np.ndarray | None:
+        """One frame anonymized: its tracked faces replaced, or the no-face policy."""
+        if tracked is None:
+            report.no_face_frames += 1
+            return apply_no_face_policy(rgb, self.anonymizer.no_face)
+        (out, faces), = self.anonymizer.replace_faces({0: rgb}, {0: tracked.faces},
+                                                      tracked.codes).values()
+        report.faces += len(tracked.faces)
+        report.bridged_faces += tracked.bridged
+        report.count([f["flag"] for f in faces["faces"] if "flag" in f])
+        return out
+
+    def result(self, entry: Entry) -> Result:
+        """A clip of the dataset job anonymized into its result."""
+        data, report = self.anonymize(entry.read_bytes(), entry.relpath)
+        extra = {"video": asdict(report)}
+        if report.tracks:
+            return Result(OK, data=data, extra=extra)
+        return Result(NO_FACE, data=data, extra=extra,
+                      reason=f"no face found in any frame; policy {self.anonymizer.no_face}")
+
+
+def faces_by_frame(tracks: list[Track], codes: np.ndarray) -> dict[int, FrameFaces]:
+    """Each frame's tracked faces (bridged ones scored 0) with their tracks' codes."""
+    found: dict[int, list[tuple[Face, np.ndarray, bool]]] = {}
+    for track, code in zip(tracks, codes):
+        for t, frame in enumerate(track.frames):
+            face = Face(track.boxes[t], float(track.scores[t]), track.landmarks[t])
+            found.setdefault(int(frame), []).append((face, code, not track.detected[t]))
+    return {i: FrameFaces([f for f, _, _ in got], np.stack([c for _, c, _ in got]),
+                          sum(b for _, _, b in got)) for i, got in found.items()}
+
+
+def media_step(anonymizer: Anonymizer) -> Step:
+    """The dataset job's step for inputs that mix images and videos: images in batches as
+    ever, each video whole; a video that fails is one failed entry with its reason."""
+    videos = VideoAnonymizer(anonymizer)
+
+    def step(entries: list[Entry]) -> list[Result]:
+        images = iter(anonymizer.step([e for e in entries if not video.is_video_name(e.relpath)]))
+        return [_video_result(videos, e) if video.is_video_name(e.relpath) else next(images)
+                for e in entries]
+    return step
+
+
+def _video_result(videos: VideoAnonymizer, entry: Entry) -> Result:
+    try:
+        return videos.result(entry)
+    except FaceanonError as e:
+        return Result(FAILED, reason=e.reason)

@@ -1,0 +1,255 @@
+"""Video: a round trip keeps what a clip is (frames, size, rate, audio); the dataset job takes
+clips beside images, tracks faces, bridges a detector miss, gives each track one identity, never
+passes a face through, and gives bad files a one-line reason; a killed run restarts cleanly."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from clips import face_frames, probe, write_clip
+from conftest import REPO
+from faceanon import records, video
+from faceanon.anonymize import Anonymizer, build_anonymizer, run_anonymize
+from faceanon.anonymize_video import VideoAnonymizer
+from faceanon.errors import FaceanonError
+from faceanon.methods.aligned import AlignedReplacer
+from faceanon.methods.base import FaceReplacer
+from faceanon.tracking import best_frames
+
+
+class Recorder(AlignedReplacer):
+    """A method that draws grey faces and remembers the identity code of every face it was
+    asked for (a grey face matches nobody, so the post-check passes)."""
+
+    template, crop_size = "faceanon", 128
+
+    def __init__(self) -> None:
+        self.codes: list[np.ndarray] = []
+
+    def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
+        self.codes += list(identities)
+        return np.full_like(crops, 128)
+
+
+class Unchanged(Recorder):
+    """A method that gives back the original face: the post-check must catch every one."""
+
+    def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
+        return crops.copy()
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Anonymizer:
+    return build_anonymizer("blur", None)
+
+
+def using(pipeline: Anonymizer, replacer: FaceReplacer, **changes: object) -> Anonymizer:
+    return dataclasses.replace(pipeline, method="stub", replacer=replacer, **changes)
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    return list(video.read_frames(path.read_bytes(), path.name))
+
+
+def face_change(a: np.ndarray, b: np.ndarray, box: np.ndarray) -> float:
+    """Mean absolute difference of two frames inside ``box``."""
+    x1, y1, x2, y2 = np.asarray(box, int)
+    return float(np.abs(a[y1:y2, x1:x2].astype(float) - b[y1:y2, x1:x2]).mean())
+
+
+@pytest.mark.parametrize("suffix", video.VIDEO_SUFFIXES)
+def test_round_trip_keeps_frames_size_rate_and_audio(tmp_path: Path, suffix: str) -> None:
+    clip = write_clip(tmp_path / f"in{suffix}", face_frames(12, size=(160, 120), face=60))
+    data, stats = video.rewrite(clip.read_bytes(), clip.name, lambda i, rgb: 255 - rgb)
+    out = tmp_path / f"out{suffix}"
+    out.write_bytes(data)
+    assert probe(out) == probe(clip)
+    assert (stats.frames_in, stats.frames_out, stats.audio) == (12, 12, "copied")
+    # The edit is what was encoded (up to the codec's loss).
+    first = decoded(out)[0].astype(float)
+    assert np.abs(first - (255 - decoded(clip)[0])).mean() < 6
+    with av.open(str(clip)) as a, av.open(str(out)) as b:
+        times = [[f.time for f in box.decode(box.streams.video[0])] for box in (a, b)]
+    assert times[0] == times[1]
+
+
+def test_a_left_out_frame_keeps_the_others_times(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "in.mkv", face_frames(10, size=(160, 120), face=60))
+    data, stats = video.rewrite(clip.read_bytes(), clip.name,
+                                lambda i, rgb: None if i == 4 else rgb)
+    out = tmp_path / "out.mkv"
+    out.write_bytes(data)
+    assert (stats.frames_in, stats.frames_out) == (10, 9)
+    with av.open(str(out)) as box:
+        times = [round(f.time, 3) for f in box.decode(box.streams.video[0])]
+    assert times == [round(i / 25, 3) for i in range(10) if i != 4]
+
+
+def bad_inputs(folder: Path) -> dict[str, str]:
+    """Each kind of bad clip, and the reason it must fail with."""
+    small = face_frames(40, size=(160, 120), face=60)
+    data = write_clip(folder / "good.mp4", small, faststart=True).read_bytes()
+    (folder / "cut.mkv").write_bytes(
+        write_clip(folder / "x.mkv", small).read_bytes()[:9000])
+    (folder / "x.mkv").unlink()
+    (folder / "cut.mp4").write_bytes(data[:len(data) // 2])
+    (folder / "noindex.mp4").write_bytes(  # the index last, as most cameras write it
+        write_clip(folder / "x.mp4", small).read_bytes()[:len(data) // 2])
+    (folder / "x.mp4").unlink()
+    (folder / "empty.mp4").write_bytes(b"")
+    with av.open(str(folder / "sound.mp4"), "w") as out:  # audio only
+        from clips import _write_tone
+        _write_tone(out, out.add_stream("aac", rate=48000), 0.5)
+    (folder / "notes.avi").write_bytes(b"this is not a video\n" * 50)
+    return {"cut.mkv": "truncated video", "cut.mp4": "truncated video",
+            "noindex.mp4": "not a readable video (Invalid data found when processing input)",
+            "empty.mp4": "empty file (0 bytes)", "sound.mp4": "no video stream (audio only)",
+            "notes.avi": "not a readable video (Invalid data found when processing input)"}
+
+
+def test_bad_clips_fail_with_a_one_line_reason_and_the_run_goes_on(
+        pipeline: Anonymizer, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    reasons = bad_inputs(src)
+    (src / "good.mp4").unlink()
+    (src / "a.jpg").write_bytes((REPO / "examples" / "images" / "astronaut.jpg").read_bytes())
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
+    _, counts = run_anonymize(src, tmp_path / "out", pipeline, keep_names=True)
+    assert counts["ok"] == 1 and counts["failed"] == len(reasons)
+    got = {r["path"]: r for r in records.read_manifest(tmp_path / "out")}
+    for name, reason in reasons.items():
+        assert got[name]["status"] == "failed"
+        assert got[name]["reason"].startswith(reason), got[name]["reason"]
+        assert "\n" not in got[name]["reason"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.jpg"]
+    assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
+
+
+def test_a_clip_is_anonymized_with_its_audio_and_recorded(pipeline: Anonymizer,
+                                                           tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(16))
+    out = tmp_path / "anon.mp4"
+    _, counts = run_anonymize(clip, out, pipeline, keep_names=True)
+    assert counts["ok"] == 1
+    assert {k: v for k, v in probe(out).items()} == probe(clip)
+    (rec,) = records.read_manifest(out)
+    assert rec["video"]["frames_in"] == rec["video"]["frames_out"] == 16
+    assert rec["video"]["tracks"] >= 1 and rec["video"]["faces"] >= 16
+    assert rec["video"]["audio"] == "copied"
+    # Every frame's face is blurred.
+    original, anonymized = decoded(clip), decoded(out)
+    box = pipeline.detector(original[0])[0].box
+    assert face_change(original[0], anonymized[0], box) > 8
+    with pytest.raises(FaceanonError, match="output must be a .mp4 file"):
+        run_anonymize(clip, tmp_path / "anon.mkv", pipeline, keep_names=True)
+
+
+def test_a_detector_miss_is_bridged(pipeline: Anonymizer, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(16), audio=False)
+    calls = {"n": 0}
+    detect = pipeline.detector
+
+    def missing(image: np.ndarray) -> list:
+        calls["n"] += 1
+        return [] if calls["n"] in (7, 8, 9) else detect(image)  # frames 6-8 missed
+
+    videos = VideoAnonymizer(dataclasses.replace(pipeline, detector=missing))
+    data, report = videos.anonymize(clip.read_bytes(), clip.name)
+    assert report.bridged_faces == 3 and report.no_face_frames == 0
+    (tmp_path / "anon.mp4").write_bytes(data)
+    original, anonymized = decoded(clip), decoded(tmp_path / "anon.mp4")
+    for i in (6, 7, 8):
+        box = detect(original[i])[0].box
+        assert face_change(original[i], anonymized[i], box) > 8, i
+        # Only the face is blurred, not the whole frame (the no-face policy's way).
+        assert face_change(original[i], anonymized[i], [0, 0, 20, 20]) < 4, i
+
+
+def test_one_identity_code_per_track(pipeline: Anonymizer, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(12), audio=False)
+    recorder = Recorder()
+    videos = VideoAnonymizer(using(pipeline, recorder))
+    data = clip.read_bytes()
+    tracks, _ = videos.track(data, clip.name)
+    main = max(tracks, key=len)
+    _, report = videos.anonymize(data, clip.name)
+    codes = np.stack(recorder.codes)
+    assert report.faces == len(codes) >= 12
+    # The main track's faces are all drawn from one code, the mean of its best frames.
+    frames = decoded(clip)
+    best = best_frames(main)
+    own = np.stack([pipeline.recognizer.embed_faces(frames[i], main.landmarks[i][None])[0]
+                    for i in best])
+    mean = (own / np.linalg.norm(own, axis=1, keepdims=True)).mean(0)
+    mean /= np.linalg.norm(mean)
+    matching = np.isclose(codes @ mean, 1.0, atol=1e-5)
+    assert matching.sum() == len(main)
+    assert len(np.unique(codes[matching].round(6), axis=0)) == 1
+
+
+def test_a_face_that_cannot_be_replaced_is_obscured(pipeline: Anonymizer,
+                                                     tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
+    videos = VideoAnonymizer(using(pipeline, Unchanged()))
+    data, report = videos.anonymize(clip.read_bytes(), clip.name)
+    assert report.fail_safe_frames == 8
+    (tmp_path / "anon.mp4").write_bytes(data)
+    original, anonymized = decoded(clip), decoded(tmp_path / "anon.mp4")
+    for a, b in zip(original, anonymized):
+        for face in pipeline.detector(a):
+            assert face_change(a, b, face.box) > 8
+
+
+def test_frames_without_a_face_follow_the_no_face_policy(pipeline: Anonymizer,
+                                                         tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.webm", face_frames(20, gap=(6, 14)))
+    for policy, frames_out in (("skip", 12), ("copy", 20)):
+        videos = VideoAnonymizer(dataclasses.replace(pipeline, no_face=policy))
+        data, report = videos.anonymize(clip.read_bytes(), clip.name)
+        assert report.no_face_frames == 8 and report.frames_out == frames_out, policy
+    videos = VideoAnonymizer(pipeline)  # blur: the whole frame
+    data, report = videos.anonymize(clip.read_bytes(), clip.name)
+    (tmp_path / "anon.webm").write_bytes(data)
+    original, anonymized = decoded(clip), decoded(tmp_path / "anon.webm")
+    detail = lambda rgb: np.abs(np.diff(rgb.astype(float), axis=1)).mean()  # noqa: E731
+    assert detail(anonymized[10]) < 0.5 * detail(original[10])  # blurred as a whole
+    assert detail(anonymized[2]) > 0.8 * detail(original[2])    # a face: only it is blurred
+
+
+@pytest.mark.slow
+def test_a_killed_run_restarts_cleanly(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes((REPO / "examples" / "images" / "astronaut.jpg").read_bytes())
+    write_clip(src / "b.mp4", face_frames(150))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "faceanon", "anonymize", str(src), "--out", str(out),
+               "--method", "blur", "--keep-names", "--batch-size", "1"]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = records.private_dir(out) / records.MANIFEST
+    deadline = time.time() + 60
+    while time.time() < deadline and not (manifest.exists() and manifest.read_text()):
+        time.sleep(0.05)
+    time.sleep(0.5)  # well into the clip
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert not (out / "b.mp4").exists()
+    (out / ".b.mp4.fa-torn0001.tmp").write_bytes(b"\x00" * 1000)  # as a kill mid-write leaves
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(out)) == ["a.jpg", "b.mp4"]
+    assert probe(out / "b.mp4") == probe(src / "b.mp4")
+    lines = (records.private_dir(out) / records.MANIFEST).read_text().splitlines()
+    assert sorted(line.split('"path": "')[1].split('"')[0] for line in lines) == ["a.jpg", "b.mp4"]

@@ -18,6 +18,7 @@ fails with its reason and no output.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -47,6 +48,7 @@ class VideoReport:
     flagged_frames: int = 0    # frames with a face replaced again or given the fail-safe
     fail_safe_frames: int = 0  # frames with a face given the fail-safe
     audio: str = "none"
+    frames_per_second: float = 0.0  # throughput: frames in over the whole clip's time
     flags: dict[str, int] = field(default_factory=dict)  # each flag and how many faces had it
 
     def count(self, flags: list[str]) -> None:
@@ -77,6 +79,7 @@ class VideoAnonymizer:
         its report; ``name``'s extension is the container of both."""
         if self.anonymizer.sealer is not None:
             raise FaceanonError("--reversible does not support videos yet", name)
+        started = time.perf_counter()
         tracks, frames = self.track(data, name)
         by_frame = faces_by_frame(tracks, self.identity_codes(data, name, tracks))
         report = VideoReport(tracks=len(tracks))
@@ -87,17 +90,14 @@ class VideoAnonymizer:
                                 "the file changed while it was read", name)
         report.frames_in, report.frames_out, report.audio = (stats.frames_in, stats.frames_out,
                                                              stats.audio)
+        report.frames_per_second = round(frames / (time.perf_counter() - started), 3)
         return (encoded if stats.frames_out else None), report
 
     def track(self, data: bytes, name: str) -> tuple[list[Track], int]:
         """The clip's face tracks, and its number of frames."""
         detections = []
-        for rgb in video.read_frames(data, name):
-            faces = self.anonymizer.detector(rgb)
-            detections.append(Detections(
-                np.array([f.box for f in faces]).reshape(-1, 4),
-                np.array([f.landmarks5 for f in faces]).reshape(-1, 5, 2),
-                np.array([f.score for f in faces])))
+        for _, rgb in video.read_frames(data, name):
+            detections.append(Detections.of(self.anonymizer.detector(rgb)))
         return track_faces(detections), len(detections)
 
     def identity_codes(self, data: bytes, name: str, tracks: list[Track]) -> np.ndarray:
@@ -108,7 +108,7 @@ class VideoAnonymizer:
             for frame in best_frames(track):
                 wanted.setdefault(int(frame), []).append(k)
         sums = np.zeros((len(tracks), self.anonymizer.recognizer.dim))
-        for i, rgb in enumerate(video.read_frames(data, name)):
+        for i, (_, rgb) in enumerate(video.read_frames(data, name)):
             for k in wanted.pop(i, []):
                 marks = tracks[k].landmarks[i - tracks[k].start]
                 emb = self.anonymizer.recognizer.embed_faces(rgb, marks[None])[0]

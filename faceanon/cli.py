@@ -455,6 +455,7 @@ def eval_command(
     Metrics the inputs do not allow are listed under "not measured" with the reason.
     """
     from faceanon.evaluation.report import EvalOptions, evaluate
+    from faceanon.evaluation.video import video_lines
 
     options = EvalOptions(recognizer=recognizer, threshold=threshold, anon2=anon2, key=key,
                           pose_model=pose_model, expression_model=expression_model, limit=limit,
@@ -463,9 +464,12 @@ def eval_command(
     report = run_with_progress("evaluating", evaluate, anon, orig, options, report_dir)
     if json_out:
         emit_json({k: v for k, v in report.items() if k != "flagged"}
-                  | {"flagged_faces": len(report["flagged"])})
+                  | {"flagged_faces": len(report.get("flagged", []))})
         return
-    out.print(eval_table(report))
+    if "faces" in report:  # images were measured (a clip alone has only its video lines)
+        out.print(eval_table(report))
+    for line in video_lines(report):
+        out.print(line, highlight=False, soft_wrap=True)
     for name, why in report["not_measured"].items():
         out.print(f"not measured: {name}: {why}", highlight=False, soft_wrap=True)
     for name, path in report.get("files", {}).items():

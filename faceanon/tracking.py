@@ -17,9 +17,12 @@ Pure numpy: no models, so it is tested on made-up detections.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # only the detector's result type; tracking itself needs no model
+    from faceanon.detect import Face
 
 MAX_GAP = 5       # frames: the longest detector miss bridged inside a track
 MIN_IOU = 0.3     # overlap of a detection with a track's predicted box to join it
@@ -38,6 +41,14 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    @classmethod
+    def of(cls, faces: Sequence[Face]) -> Detections:
+        """The detector's faces of one frame as arrays (empty ones, of the right shapes, for
+        a frame without a face)."""
+        return cls(np.array([f.box for f in faces], float).reshape(-1, 4),
+                   np.array([f.landmarks5 for f in faces], float).reshape(-1, 5, 2),
+                   np.array([f.score for f in faces], float))
 
 
 @dataclass(frozen=True)

@@ -86,8 +86,9 @@ def _open(data: bytes, name: str) -> av.container.InputContainer:
     return container
 
 
-def read_frames(data: bytes, name: str) -> Iterator[np.ndarray]:
-    """Every frame of the first video stream as (H, W, 3) uint8 RGB, in presentation order.
+def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
+    """Every frame of the first video stream, in presentation order: its time in seconds and
+    its pixels, (H, W, 3) uint8 RGB.
 
     Raises ``FaceanonError`` after the last good frame when the file ends before the length its
     header declares (a truncated download or copy), so a caller that reads the whole clip before
@@ -101,7 +102,7 @@ def read_frames(data: bytes, name: str) -> Iterator[np.ndarray]:
             for frame in container.decode(stream):
                 count += 1
                 last = frame.time
-                yield frame.to_ndarray(format="rgb24")
+                yield float(frame.time or 0.0), frame.to_ndarray(format="rgb24")
         if count == 0:
             raise FaceanonError("no decodable video frame", name)
         _check_complete(container, stream, count, last, name)

@@ -286,9 +286,31 @@ def evaluate(anon: str | Path, orig: str | Path | None, options: EvalOptions,
              out_dir: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Measure ANON against ORIG (default: the input ANON's private record names); returns the
     report and, with ``out_dir``, writes there ``report.json``, ``roc.png`` (when synchronism
-    was measured) and ``contact_sheet.png``."""
+    was measured) and ``contact_sheet.png``. Clips are measured too, under ``videos``
+    (``faceanon.evaluation.video``)."""
+    from faceanon.detect import Detector
+    from faceanon.evaluation.video import clip_pairs, evaluate_clips
+    from faceanon.models import create_model
+
     anon = Path(anon)
     orig = originals_of(anon) if orig is None else Path(orig)
+    clips = clip_pairs(anon, orig)
+    if not clips:
+        return _evaluate_images(anon, orig, options, out_dir, progress)
+    images = anon.is_dir() and any(e.skip_reason is None for e in open_input(anon).entries())
+    report = (_evaluate_images(anon, orig, options, out_dir, progress) if images else
+              {"inputs": {"anon": str(anon), "orig": str(orig)}, "not_measured": {}})
+    recognizer = create_model("recognizer", options.recognizer, options.device)
+    threshold = recognizer.match_threshold if options.threshold is None else options.threshold
+    report["videos"] = evaluate_clips(clips, Detector(device=options.device), recognizer,
+                                      threshold, progress)
+    if out_dir is not None:
+        report.setdefault("files", {})["report"] = _write_report(_report_dir(out_dir), report)
+    return report
+
+
+def _evaluate_images(anon: Path, orig: Path, options: EvalOptions, out_dir: str | Path | None,
+                     progress: Progress | None) -> dict[str, Any]:
     anon_entries = _images_by_input(anon, options.dataset)
     orig_entries = _images(orig, options.dataset)
     anon2_entries = (_images_by_input(options.anon2, options.dataset)
@@ -545,10 +567,7 @@ def _write_outputs(out_dir: Path, report: dict[str, Any], faces: list[_Face], fl
                    options: EvalOptions, rng: np.random.Generator,
                    crop: tuple[str, int]) -> dict[str, str]:
     files: dict[str, str] = {}
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FaceanonError(f"cannot create the report folder: {e.strerror or e}", out_dir) from None
+    _report_dir(out_dir)
     if synchronism_curves is not None:
         scores_a, scores_o, same = synchronism_curves
         curves = []
@@ -565,10 +584,25 @@ def _write_outputs(out_dir: Path, report: dict[str, Any], faces: list[_Face], fl
         sheet = _contact_sheet(rows, orig, anon, anon2, crop)
         atomic_write_bytes(out_dir / "contact_sheet.png", _png(sheet))
         files["contact_sheet"] = str(out_dir / "contact_sheet.png")
-    files["report"] = str(out_dir / "report.json")
-    atomic_write_text(out_dir / "report.json",
-                      json.dumps({**report, "files": files}, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    files["report"] = _write_report(out_dir, {**report, "files": files})
     return files
+
+
+def _report_dir(out_dir: str | Path) -> Path:
+    """The report folder, created if need be."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FaceanonError(f"cannot create the report folder: {e.strerror or e}", out_dir) from None
+    return out_dir
+
+
+def _write_report(out_dir: Path, report: dict[str, Any]) -> str:
+    """``report.json`` in ``out_dir``; its path."""
+    atomic_write_text(out_dir / "report.json",
+                      json.dumps(report, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return str(out_dir / "report.json")
 
 
 def _jsonable(value: Any) -> Any:

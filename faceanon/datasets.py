@@ -525,12 +525,18 @@ class Job:
         an empty output: refuse, and say how to start afresh."""
         if not self.manifest_path.is_file():
             return
-        written = (self.out.with_name(self.out.name + ".staging") if is_archive(self.out)
-                   else self.out)
-        if not written.exists() and any(rec.get("status") != FAILED
+        if not self.written_path().exists() and any(rec.get("status") != FAILED
                                         for rec in manifest_lines(self.manifest_path)):
             raise FaceanonError(f"the output is missing but {private_dir(self.out)} records "
                                 "finished images; remove that folder to start afresh", self.out)
+
+    def written_path(self) -> Path:
+        """What exists on disk once the job has written anything (an archive's staging log)."""
+        return self.out.with_name(self.out.name + ".staging") if is_archive(self.out) else self.out
+
+    def open_sink(self) -> Sink:
+        """Where the step's output bytes go."""
+        return open_output(self.source, self.out)
 
     def _previous_settings(self) -> dict[str, Any] | None:
         if not self.run_path.exists():
@@ -562,7 +568,7 @@ class Job:
         self._map_names()
         started = time.time()
         self._write_run(started, None)
-        sink = open_output(self.source, self.out)
+        sink = self.open_sink()
         manifest = Manifest(self.manifest_path)
         total, seen = len(self.source), 0
         pending: list[tuple[Entry, dict[str, Any]]] = []

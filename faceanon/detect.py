@@ -10,9 +10,8 @@ and resampling run on the chosen device.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -23,10 +22,7 @@ from faceanon.align import align
 from faceanon.errors import FaceanonError
 from faceanon.mtcnn_format import load_pretrained
 
-if TYPE_CHECKING:
-    from faceanon.landmarks import Landmarks68
-
-__all__ = ["Face", "Detector", "nms", "detect_and_align", "draw_faces", "Scanned", "scan"]
+__all__ = ["Face", "Detector", "nms", "detect_and_align", "draw_faces"]
 
 # PNet looks at 12x12 windows every 2 pixels of each pyramid level.
 _CELL, _STRIDE = 12, 2
@@ -343,72 +339,3 @@ def draw_faces(image: np.ndarray, faces: Sequence[Face],
         for (x, y), c in zip(f.landmarks5, colours):
             cv2.circle(out, (int(round(x)), int(round(y))), 2 * thick, c, -1)
     return out
-
-
-class _Entry(Protocol):
-    """What :func:`scan` needs of a dataset entry (``faceanon.datasets.Entry`` has it)."""
-
-    relpath: str
-    skip_reason: str | None
-
-    def load(self) -> np.ndarray: ...
-
-
-@dataclass
-class Scanned:
-    """One input after detection: its faces, or why it has none to offer."""
-
-    relpath: str
-    image: np.ndarray | None = None
-    faces: list[Face] = field(default_factory=list)
-    landmarks68: np.ndarray | None = None  # (N, 68, 2) when 68-point landmarks were asked for
-    error: str | None = None               # unreadable image, one line
-    skipped: str | None = None             # not an image at all
-
-    def record(self) -> dict[str, Any]:
-        """The ``faceanon detect`` JSON line for this input."""
-        rec: dict[str, Any] = {"path": self.relpath}
-        if self.error is not None:
-            rec["error"] = self.error
-        elif self.skipped is not None:
-            rec["skipped"] = self.skipped
-        else:
-            rec["faces"] = [
-                {"box": [round(float(v), 2) for v in f.box], "score": round(f.score, 5),
-                 "landmarks5": np.round(f.landmarks5, 2).tolist(),
-                 **({"landmarks68": np.round(self.landmarks68[k], 2).tolist()}
-                    if self.landmarks68 is not None else {})}
-                for k, f in enumerate(self.faces)]
-        return rec
-
-
-def scan(entries: Iterable[_Entry], detector: Detector, landmarks68: Landmarks68 | None = None,
-         batch_size: int = 16) -> Iterator[Scanned]:
-    """Detect faces in every entry, in input order, batching decoded images through
-    ``detector``. Unreadable images yield ``error`` instead of raising, so one bad file
-    never stops a dataset; with ``landmarks68`` each face also gets its 68 points.
-    """
-    pending: list[Scanned] = []
-
-    def flush() -> Iterator[Scanned]:
-        todo = [s for s in pending if s.image is not None]
-        for s, faces in zip(todo, detector.detect([s.image for s in todo])):
-            s.faces = faces
-            if landmarks68 is not None:
-                s.landmarks68 = landmarks68(s.image, np.array([f.landmarks5 for f in faces]))
-        yield from pending
-        pending.clear()
-
-    for entry in entries:
-        item = Scanned(entry.relpath)
-        if entry.skip_reason is not None:
-            item.skipped = entry.skip_reason
-        else:
-            try:
-                item.image = entry.load()
-            except FaceanonError as e:
-                item.error = e.reason
-        pending.append(item)
-        if len(pending) >= batch_size:
-            yield from flush()
-    yield from flush()

@@ -61,20 +61,24 @@ class Verifier:
         return self.recognizer.embed_faces(image, faces[main].landmarks5[None])
 
     def original_feature(self, path: str | Path) -> np.ndarray:
-        return self._run(self.embedding(path), None)
+        return self.features(self.embedding(path))[0]
 
     def virtual_feature(self, path: str | Path, key: Key) -> np.ndarray:
-        return self._run(self.embedding(path), key)
+        return self.features(self.embedding(path), key)[0]
 
-    def _run(self, embedding: np.ndarray, key: Key | None) -> np.ndarray:
-        e = torch.from_numpy(embedding).to(next(self.model.parameters()).device)
+    def features(self, embeddings: np.ndarray, key: Key | None = None) -> np.ndarray:
+        """KVFA features (N, dim) of backbone embeddings (N, d): an original's without a key,
+        a virtual face's under ``key``. Scoring many faces (``faceanon eval``) goes through
+        here too, so it measures exactly what ``verify`` decides on."""
+        e = torch.from_numpy(np.asarray(embeddings, np.float32)).to(
+            next(self.model.parameters()).device)
         with torch.inference_mode():
             if key is None:
                 f = self.model.features(e)
             else:
                 code = torch.from_numpy(key.code(self.model_id, self.model.key_dim)).to(e.device)
                 f = self.model.keyed(e, code)
-        return f[0].cpu().numpy()
+        return f.cpu().numpy()
 
     def reference(self, ref: str | Path, key: Key, ref_is_virtual: bool) -> np.ndarray:
         """An enrolment file (.npy), an original photo, or (``ref_is_virtual``) a virtual one."""

@@ -153,3 +153,25 @@ def test_cli_detect_writes_jsonl_errors_and_previews(lfw: Path, tmp_path: Path) 
     assert json.loads(res.stdout.strip().splitlines()[-1])["faces"] == 1
     bad = CliRunner().invoke(app, ["detect", str(src), "--out", str(out), "--thresholds", "2,1"])
     assert bad.exit_code == 2 and "thresholds" in bad.output
+
+
+def test_cli_detect_is_a_resumable_job(tmp_path: Path) -> None:
+    """detect keeps a manifest like every job: a re-run redoes only unfinished images, a
+    resume under other settings is refused, and the JSON lines are complete at the end."""
+    src = Path(__file__).resolve().parents[1] / "examples" / "images"
+    out = tmp_path / "faces.jsonl"
+    args = ["detect", str(src), "--out", str(out), "--json"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(list(src.iterdir()))
+    manifest = tmp_path / "faces.jsonl.private" / "manifest.jsonl"
+    kept = manifest.read_text().splitlines()[:1]  # as if killed after the first image
+    manifest.write_text("\n".join(kept) + "\n")
+    out.unlink()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert out.read_text().splitlines() == lines
+    assert manifest.read_text().splitlines()[0] == kept[0]  # not detected again
+    other = CliRunner().invoke(app, [*args[:-1], "--min-face-size", "40"])
+    assert other.exit_code == 2 and "other settings" in other.output

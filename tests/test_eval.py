@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from faceanon.evaluation.pose import _euler, angle_error
-from faceanon.evaluation.report import (EvalOptions, box_iou, draw_roc, evaluate, label_pairs,
-                                        match_faces)
+from faceanon.evaluation.faces import box_iou, match_faces
+from faceanon.evaluation.figures import draw_roc
+from faceanon.evaluation.measures import label_pairs
+from faceanon.evaluation.report import EvalOptions, evaluate
 from faceanon.fid import Stats, frechet_distance
 from faceanon.identity import cosine_similarity
 from faceanon.metrics import equal_error_rate, non_match_rate, roc_auc

@@ -65,9 +65,11 @@ def test_enroll_and_verify_with_the_shipped_model(lfw_sample, tmp_path):
                                    "--device", "cpu", "--json"])
     by_ref = runner.invoke(app, ["verify", str(other), "--key", str(key), "--ref", str(ref),
                                  "--device", "cpu", "--json"])
-    assert by_photo.exit_code in (0, 1) and by_ref.exit_code == by_photo.exit_code
     a, b = (json.loads(r.output.splitlines()[-1]) for r in (by_photo, by_ref))
     assert abs(a["similarity"] - b["similarity"]) < 1e-4 and set(a) == {"similarity", "threshold", "match"}
+    # The exit code is the verdict (0 match, 1 no match), and the verdict is the threshold's.
+    assert a["match"] == (a["similarity"] >= a["threshold"]) and b["match"] == a["match"]
+    assert by_photo.exit_code == by_ref.exit_code == (0 if a["match"] else 1)
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     res = runner.invoke(app, ["verify", str(other), "--key", str(key), "--ref",
                               str(tmp_path / "bad.npy"), "--device", "cpu"])

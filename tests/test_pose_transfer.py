@@ -83,6 +83,7 @@ def test_fit_latent_pose_on_a_small_generator():
     basis = fit_pose_basis(shapes, labels, size=128)
     latent, report = fit_latent_pose(g, Landmarks68(), basis, 0.8, "faceanon", 128, n=60)
     assert latent.response.shape == (136, g.cfg.w_dim) and latent.max_norm > 0
-    assert report["faces"] == 60 and report["r2_landmarks"] <= 1
+    # A random tiny generator has no pose to learn: only that the held-out fit is reported.
+    assert report["faces"] == 60 and all(np.isfinite(report[k]) for k in ("r2_landmarks", "r2_pose_part"))
     again = LatentPose.from_state_dict(latent.state_dict())
     assert np.allclose(again.response, latent.response, atol=1e-4)

@@ -168,6 +168,23 @@ class TrainConfig:
 DISCRIMINATORS = ("stylegan2", "projected", "projected+colour", "projected+colour+mbstd")
 
 
+def device_policy(device: str, amp: str = "auto",
+                  fid_every: float | None = None) -> tuple[str | None, float]:
+    """Mixed precision and FID cadence for ``device``: (autocast dtype or None, kimg per FID).
+
+    ``auto`` is bf16 on CUDA (no loss scaling needed) and fp32 on the CPU, where autocast is
+    slower; FID every 50 kimg on CUDA and never on the CPU, where 10,000 Inception passes
+    would cost as much as the training itself (the campaign measures it per chunk instead).
+    """
+    if amp not in ("auto", "bf16", "fp16", "none"):
+        raise FaceanonError(f"--amp must be auto, bf16, fp16 or none, got {amp!r}")
+    on_cuda = device.startswith("cuda")
+    mode = ("bf16" if on_cuda else None) if amp == "auto" else (None if amp == "none" else amp)
+    if mode and not on_cuda:
+        raise FaceanonError(f"--amp {amp} needs a CUDA device")
+    return mode, (50.0 if on_cuda else 0.0) if fid_every is None else fid_every
+
+
 def build_discriminator(cfg: TrainConfig, arch: StyleGANConfig,
                         device: torch.device) -> torch.nn.Module:
     """The discriminator ``cfg`` names, on ``device`` (a projected one loads dlib's network)."""
@@ -512,6 +529,16 @@ class GeneratorTrainer:
              "cpu_min": round(self.cpu_seconds / 60, 2),
              "step": self.step, "file": EXPORT}, indent=2, sort_keys=True) + "\n")
         return path
+
+    def model_card(self, data_name: str, faces: int, template: str, crop: int,
+                   fid: float | None) -> dict[str, Any]:
+        """What ``weights/manifest.json`` records of the exported generator: how it was
+        trained, and the template and crop size that every user of it must align to."""
+        return {"resolution": self.arch.resolution, "template": template, "crop": crop,
+                "trained_on": f"{data_name} ({faces} aligned faces, template {template})",
+                "discriminator": self.cfg.discriminator, "kimg": round(self.nimg / 1000, 3),
+                "fid": fid, "preset": self.cfg.preset, "arch": self.arch.to_dict(),
+                "dtype": "float16", "default": True}
 
     def train(self, kimg: float, progress: Callable[[dict[str, Any]], None] | None = None,
               max_seconds: float | None = None, max_cpu_seconds: float | None = None,

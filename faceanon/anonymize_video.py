@@ -54,6 +54,7 @@ class VideoReport:
     def count(self, flags: list[str]) -> None:
         """Add one frame's face flags."""
         self.flagged_frames += bool(flags)
+        # The pipeline's flags for a face given the fail-safe all end so (faceanon.anonymize).
         self.fail_safe_frames += any(f.endswith("fail-safe") for f in flags)
         for flag in flags:
             self.flags[flag] = self.flags.get(flag, 0) + 1

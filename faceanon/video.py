@@ -97,32 +97,43 @@ def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
     container = _open(data, name)
     try:
         stream = container.streams.video[0]
-        count, last = 0, None
+        count, last = 0, 0.0
         with _reading(name):
             for frame in container.decode(stream):
                 count += 1
-                last = frame.time
-                yield float(frame.time or 0.0), frame.to_ndarray(format="rgb24")
+                last = float(frame.time or 0.0)
+                yield last, frame.to_ndarray(format="rgb24")
         if count == 0:
             raise FaceanonError("no decodable video frame", name)
-        _check_complete(container, stream, count, last, name)
+        _check_complete(stream, count, last, name)
     finally:
         container.close()
 
 
-def _check_complete(container: av.container.InputContainer, stream: av.VideoStream,
-                    count: int, last: float | None, name: str) -> None:
-    """Compare what was decoded with what the header declares: the frame count where the
-    container stores one (MP4, MOV), else the duration (Matroska, WebM, AVI)."""
+def _check_complete(stream: av.VideoStream, count: int, last: float, name: str) -> None:
+    """Compare what was decoded with what the header declares for the video stream: its frame
+    count (MP4, MOV, AVI) or its duration (Matroska and WebM tag it). The container's duration
+    is not used: it covers the audio too, which may rightly run longer."""
     if stream.frames and count + _TRUNCATION_SLACK < stream.frames:
         raise FaceanonError(f"truncated video: {count} of {stream.frames} frames decodable",
                             name)
+    declared = _declared_seconds(stream)
     rate = float(stream.average_rate or stream.guessed_rate or 25)
-    if container.duration and last is not None:
-        declared = container.duration / av.time_base
-        if last + _TRUNCATION_SLACK / rate < declared - (container.start_time or 0) / av.time_base:
-            raise FaceanonError(f"truncated video: frames end at {last:.2f} s of a declared "
-                                f"{declared:.2f} s", name)
+    if declared is not None and declared - last > (1 + _TRUNCATION_SLACK) / rate:
+        raise FaceanonError(f"truncated video: frames end at {last:.2f} s of a declared "
+                            f"{declared:.2f} s", name)
+
+
+def _declared_seconds(stream: av.VideoStream) -> float | None:
+    """The video stream's duration by its header, or None where it states none."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION", "")  # "HH:MM:SS.fraction"
+    try:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStats]:

@@ -44,10 +44,10 @@ def face_frames(n: int, size: tuple[int, int] = (320, 240), face: int = 150,
 
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = True,
-               faststart: bool = False) -> Path:
+               faststart: bool = False, audio_seconds: float | None = None) -> Path:
     """``frames`` written to ``path`` (container by extension) at ``fps``, with a 440 Hz tone
-    as long as the video when ``audio``; ``faststart`` puts an MP4's index first, as streaming
-    sites do (a truncated copy still opens)."""
+    as long as the video (or ``audio_seconds``) when ``audio``; ``faststart`` puts an MP4's
+    index first, as streaming sites do (a truncated copy still opens)."""
     suffix = path.suffix.lower()
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None) as out:
@@ -60,11 +60,11 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool 
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
         if sound is not None:
-            _write_tone(out, sound, len(frames) / fps)
+            write_tone(out, sound, audio_seconds or len(frames) / fps)
     return path
 
 
-def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream,
+def write_tone(out: av.container.OutputContainer, stream: av.AudioStream,
                 seconds: float) -> None:
     samples = int(seconds * SAMPLE_RATE)
     tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / SAMPLE_RATE)).astype(np.float32)

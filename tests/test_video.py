@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from clips import face_frames, probe, write_clip
+from clips import face_frames, probe, write_clip, write_tone
 from conftest import REPO
 from faceanon import records, video
 from faceanon.anonymize import Anonymizer, build_anonymizer, run_anonymize
@@ -91,6 +91,15 @@ def test_round_trip_keeps_frames_size_rate_and_audio(tmp_path: Path, suffix: str
     assert times[0] == times[1]
 
 
+def test_audio_longer_than_the_video_is_not_truncation(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "in.mkv", face_frames(8, size=(160, 120), face=60),
+                      audio_seconds=2.0)
+    data, stats = video.rewrite(clip.read_bytes(), clip.name, lambda i, rgb: rgb)
+    assert len(decoded(clip)) == stats.frames_out == 8
+    (tmp_path / "out.mkv").write_bytes(data)
+    assert probe(tmp_path / "out.mkv") == probe(clip)
+
+
 def test_a_left_out_frame_keeps_the_others_times(tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "in.mkv", face_frames(10, size=(160, 120), face=60))
     data, stats = video.rewrite(clip.read_bytes(), clip.name,
@@ -116,8 +125,7 @@ def bad_inputs(folder: Path) -> dict[str, str]:
     (folder / "x.mp4").unlink()
     (folder / "empty.mp4").write_bytes(b"")
     with av.open(str(folder / "sound.mp4"), "w") as out:  # audio only
-        from clips import _write_tone
-        _write_tone(out, out.add_stream("aac", rate=48000), 0.5)
+        write_tone(out, out.add_stream("aac", rate=48000), 0.5)
     (folder / "notes.avi").write_bytes(b"this is not a video\n" * 50)
     return {"cut.mkv": "truncated video", "cut.mp4": "truncated video",
             "noindex.mp4": "not a readable video (Invalid data found when processing input)",

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from clips import face_frames, probe, write_clip, write_tone
 from conftest import REPO
-from faceanon import records, video
+from faceanon import keys, records, video
 from faceanon.anonymize import Anonymizer, build_anonymizer, run_anonymize
 from faceanon.anonymize_video import VideoAnonymizer
 from faceanon.cli import app
@@ -296,3 +296,20 @@ def test_eval_finds_the_frames_left_visible(pipeline: Anonymizer, tmp_path: Path
     assert same["identity_consistency"] == 1.0
     assert hid["visible_frames"] == [3] and hid["frames_per_second"] == 2.5
     assert figures["frames_left_visible"] == 11
+
+
+@pytest.mark.slow
+def test_kfaar_clip_one_steady_virtual_person(pipeline: Anonymizer, tmp_path: Path) -> None:
+    """The real method end to end: no frame left matching its original (the pipeline's own
+    recognizer, which its post-check guarantees), and one virtual person through the track."""
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(12), audio=False)
+    kfaar = build_anonymizer("kfaar", keys.Key(bytes(range(32)), 0))
+    data, report = VideoAnonymizer(kfaar).anonymize(clip.read_bytes(), clip.name)
+    assert report.frames_out == 12 and report.fail_safe_frames == 0
+    anon = tmp_path / "anon.mp4"
+    anon.write_bytes(data)
+    figures = evaluate_clips([ClipPair("clip.mp4", clip, anon, {})], pipeline.detector,
+                             pipeline.recognizer, pipeline.recognizer.match_threshold)
+    got = figures["clips"]["clip.mp4"]
+    assert got["frames_left_visible"] == 0
+    assert got["identity_consistency"] >= 0.95

@@ -128,12 +128,18 @@ class _Open:
         linear interpolation of box and landmarks."""
         frames = np.array(self.frames)
         span = np.arange(frames[0], frames[-1] + 1)
-        boxes, marks = np.stack(self.boxes), np.stack(self.landmarks).reshape(len(frames), 10)
-        fill = lambda values: np.stack([np.interp(span, frames, v) for v in values.T], 1)  # noqa: E731
+        marks = np.stack(self.landmarks).reshape(len(frames), 10)
         detected = np.isin(span, frames)
         scores = np.zeros(len(span))
         scores[detected] = self.scores
-        return Track(int(frames[0]), fill(boxes), fill(marks).reshape(-1, 5, 2), scores, detected)
+        return Track(int(frames[0]), _interpolate(span, frames, np.stack(self.boxes)),
+                     _interpolate(span, frames, marks).reshape(-1, 5, 2), scores, detected)
+
+
+def _interpolate(span: np.ndarray, frames: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(len(span), K) ``values`` (one row per frame of ``frames``) at every frame of
+    ``span``, linearly between the known ones."""
+    return np.stack([np.interp(span, frames, v) for v in values.T], 1)
 
 
 def link(frames: Sequence[Detections], max_gap: int = MAX_GAP,

@@ -91,30 +91,38 @@ def read_names(out: str | Path) -> dict[str, str]:
 
 
 class Manifest:
-    """``manifest.jsonl``: one line per input, appended as work finishes, compacted at the end."""
+    """``manifest.jsonl``: one line per input, appended as work finishes, compacted at the end.
+
+    Each input's line is held as its JSON text with its status beside it, not as a parsed
+    record: on LFW (13,233 inputs) parsed records took 20 MiB, which made a job's peak memory
+    grow with the dataset; the text takes a tenth of that.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines: dict[str, dict[str, Any]] = {}
+        self.lines: dict[str, tuple[str, str]] = {}  # input path -> (status, JSON line)
         if path.exists():
             for rec in manifest_lines(path):
-                self.lines[rec["path"]] = rec
+                self._keep(rec)
         self.compact()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         self._fh = os.fdopen(fd, "a", encoding="utf-8", errors="surrogateescape")
 
+    def _keep(self, rec: dict[str, Any]) -> str:
+        line = json.dumps(rec, sort_keys=True) + "\n"
+        self.lines[rec["path"]] = (rec["status"], line)
+        return line
+
     def done(self, relpath: str) -> bool:
-        rec = self.lines.get(relpath)
-        return rec is not None and rec["status"] != FAILED
+        kept = self.lines.get(relpath)
+        return kept is not None and kept[0] != FAILED
 
     def add(self, rec: dict[str, Any]) -> None:
-        self.lines[rec["path"]] = rec
-        self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        self._fh.write(self._keep(rec))
         self._fh.flush()
 
     def compact(self) -> None:
-        write_private(self.path, "".join(json.dumps(r, sort_keys=True) + "\n"
-                                         for r in self.lines.values()))
+        write_private(self.path, "".join(line for _, line in self.lines.values()))
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -123,6 +131,6 @@ class Manifest:
 
     def counts(self) -> dict[str, int]:
         counts = {OK: 0, NO_FACE: 0, SKIPPED: 0, FAILED: 0}
-        for rec in self.lines.values():
-            counts[rec["status"]] = counts.get(rec["status"], 0) + 1
+        for status, _ in self.lines.values():
+            counts[status] = counts.get(status, 0) + 1
         return counts

@@ -3,6 +3,7 @@ import os
 import stat
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -33,6 +34,7 @@ def toy_data(n_people: int = 40, per: int = 3, dim: int = 16, seed: int = 0) -> 
                     key_list, held[person])
 
 
+@pytest.mark.slow
 def test_kvfa_learns_right_key_matches(tmp_path):
     data = toy_data(n_people=200)
     cfg = KVFAConfig(steps=2000, batch=32, key_pool=160, dim=16, key_dim=32, hidden=64, lr=1e-3)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from faceanon.evaluation.pose import _euler, angle_error
-from faceanon.evaluation.faces import box_iou, match_faces
 from faceanon.evaluation.figures import draw_roc
 from faceanon.evaluation.measures import label_pairs
 from faceanon.evaluation.report import EvalOptions, evaluate
 from faceanon.fid import Stats, frechet_distance
 from faceanon.identity import cosine_similarity
 from faceanon.metrics import equal_error_rate, non_match_rate, roc_auc
+from faceanon.tracking import box_iou, match_faces
 
 
 def test_box_iou_and_greedy_matching() -> None:

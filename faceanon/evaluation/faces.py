@@ -20,12 +20,12 @@ from faceanon.errors import FaceanonError
 from faceanon.evaluation.expression import expression_similarity
 from faceanon.evaluation.pose import angle_error
 from faceanon.identity import Recognizer
-# A virtual face is "at the same place" as its original when their boxes overlap MIN_IOU;
-# the matching is the tracker's (re-exported).
-from faceanon.tracking import MIN_IOU, box_iou, match_faces
+# A virtual face is "at the same place" as its original when the tracker's overlap matching
+# pairs their boxes (``faceanon.tracking.match_faces``, at its ``MIN_IOU``).
+from faceanon.tracking import match_faces
 
-__all__ = ["MIN_IOU", "box_iou", "match_faces", "FeatureSet", "EvalFace", "EvalModels",
-           "faces_of_pair", "load_or_none"]
+__all__ = ["FeatureSet", "EvalFace", "EvalModels", "faces_of_pair", "load_or_none"]
+
 
 class FeatureSet:
     """TF-Inception features of images added one by one, run in batches of equal shape."""

@@ -46,7 +46,8 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
               json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
     """Replace every face of every image; the output mirrors the input's layout.
 
-    Re-run the same command to resume. Same key + same input gives byte-identical output.
+    Re-run the same command to resume. Same key + same input gives byte-identical output
+    on the same machine and thread count.
     A face that the recognizer still matches to its original is regenerated, else pixelated,
     and flagged in the manifest; no original face is ever written. Names in paths and labels
     become keyed pseudonyms; the manifest and run record go to OUT.private, beside OUT.

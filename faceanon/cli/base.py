@@ -109,34 +109,10 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def return_freed_memory() -> None:
-    """Make glibc give large freed blocks back to the system instead of keeping them.
-
-    glibc raises its mmap threshold as large blocks are freed, so later batch-sized arrays come
-    from the heap, which keeps its high-water mark: a long job's peak memory then grows with
-    the heaviest batches it happens to meet (blur on LFW: 519 MiB for 1,000 array rows, 587
-    MiB for 13,233). Fixed 64 KiB thresholds make such arrays mmapped and returned when freed
-    (481 and 486 MiB). Other C libraries are left alone.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return
-    if mallopt is not None:
-        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-        mallopt(m_mmap_threshold, 64 * 1024)
-        mallopt(m_trim_threshold, 64 * 1024)
-
-
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """Anonymize face-image datasets with a secret key; verify identities with it (KFAAR)."""
-    return_freed_memory()
 
 
 def run_with_progress(label: str, job_fn: Callable[..., Any], *args: Any) -> Any:

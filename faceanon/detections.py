@@ -56,9 +56,10 @@ class DetectJob(Job):
             raise FaceanonError("--out is a folder; give a file name such as faces.jsonl",
                                 self.out)
 
-    def write_lines(self) -> None:
-        """The manifest, in input order, as ``detect``'s JSON lines: faces, or why none."""
-        lines = []
+    def write_lines(self) -> int:
+        """The manifest, in input order, as ``detect``'s JSON lines: faces, or why none.
+        Returns the number of faces written (one pass over the manifest for both)."""
+        lines, faces = [], 0
         for rec in manifest_lines(self.manifest_path):
             line: dict[str, Any] = {"path": rec["path"]}
             if rec["status"] == FAILED:
@@ -67,8 +68,10 @@ class DetectJob(Job):
                 line["skipped"] = rec.get("reason")
             else:
                 line["faces"] = rec.get("faces", [])
+                faces += len(line["faces"])
             lines.append(json.dumps(line) + "\n")
         atomic_write_text(self.out, "".join(lines))
+        return faces
 
 
 def face_record(face: Face, landmarks68: np.ndarray | None) -> dict[str, Any]:
@@ -110,8 +113,7 @@ def run_detect(source: Source, out: Path, detector: Detector, landmarks68: Landm
     job = DetectJob(source, out, settings, preview)
     counts = job.run_batches(detect_step(detector, landmarks68, preview is not None),
                              batch_size, progress)
-    job.write_lines()
-    faces = sum(len(rec.get("faces", [])) for rec in manifest_lines(job.manifest_path))
+    faces = job.write_lines()
     return job, {"images": counts[OK] + counts[NO_FACE], "faces": faces,
                  "no_face": counts[NO_FACE], "failed": counts[FAILED],
                  "skipped": counts[SKIPPED]}

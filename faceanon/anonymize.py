@@ -42,6 +42,7 @@ from faceanon.reversible import Sealer, sealer_for
 MIN_EYE_DISTANCE = 6.0  # px in the photo; smaller faces get the fail-safe directly
 RETRIES = 2
 FAIL_SAFE_CELLS = 6     # the fail-safe pixelates a face to this many blocks across
+FACES_PER_PASS = 8      # faces replaced together; bounds a step's memory, however crowded
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,10 @@ class Anonymizer:
         # One image per detector call: batched detection rounds differently with the batch's
         # make-up, and an image's output must not depend on its neighbours (determinism, resume).
         faces = [self.detector(image) for image in images]
-        found = [i for i, f in enumerate(faces) if f]
-        replaced = self.replace_faces({i: images[i] for i in found}, {i: faces[i] for i in found})
+        replaced: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+        for group in passes([len(f) for f in faces], FACES_PER_PASS):
+            replaced.update(self.replace_faces({i: images[i] for i in group},
+                                               {i: faces[i] for i in group}))
         return [Anonymized(replaced[i][0], faces[i], replaced[i][1]) if faces[i] else
                 Anonymized(apply_no_face_policy(image, self.no_face), [], {"faces": []})
                 for i, image in enumerate(images)]
@@ -177,6 +180,24 @@ class Anonymizer:
                                 for i in outputs])
         matches = cosine_similarity(after, batch.originals) > self.recognizer.match_threshold
         return ~matches if self.replacer.post_check.must_match else matches
+
+
+def passes(counts: Sequence[int], limit: int) -> list[list[int]]:
+    """The images with faces (indices into ``counts``, each image's number of faces) in
+    consecutive groups of at most ``limit`` faces; an image with more is a group of its own.
+    A batch of crowded photos would otherwise hold all its faces' crops, activations and
+    full-size pastes at once, and the heap keeps that high-water mark for the rest of the run."""
+    groups: list[list[int]] = []
+    total = limit
+    for i, n in enumerate(counts):
+        if not n:
+            continue
+        if total + n > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += n
+    return groups
 
 
 def report(faces: list[Face], flags: list[str | None]) -> dict[str, Any]:

@@ -27,6 +27,9 @@ of a reversible run without its payload (the entry is redone, both rewritten).
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import glob
 import hashlib
 import json
@@ -584,6 +587,7 @@ class Job:
                 manifest.add(_record(rec, result, sink, self.output_name(entry), seconds))
             seen += len(pending)
             pending.clear()
+            release_free_memory()
             if progress:
                 progress(seen, total)
 
@@ -676,6 +680,28 @@ def _record(rec: dict[str, Any], result: Result, sink: Sink, target: tuple[str, 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return ", ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys)
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Called after every batch, so that a run's memory follows what the current batch needs:
+    glibc otherwise keeps the free pages of a heavy batch (many faces, large photos) for good,
+    and a long run's peak grows with every heavier batch it meets (+13 % from 1,000 to 13,233
+    LFW rows). Fixed mmap thresholds bound it too but slow torch by mapping every large tensor
+    afresh; one trim per batch costs milliseconds."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim") if name else None
+    except (OSError, AttributeError):
+        return None
 
 
 def _versions() -> dict[str, str]:

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceanon import keys
-from faceanon.anonymize import build_anonymizer, run_anonymize
+from faceanon.anonymize import build_anonymizer, passes, run_anonymize
 from faceanon.cli import app
 from faceanon.datasets import open_input
 from faceanon.images import load_image
@@ -161,3 +161,52 @@ def test_virtual_faces_with_shipped_weights_are_key_driven(lfw_sample, tmp_path,
         inner = np.s_[y1 + dy:y2 - dy, x1 + dx:x2 - dx]
         before, after = entry.load(), load_image(outs["a"] / rec["output"])
         assert np.abs(after[inner].astype(int) - before[inner]).mean() > 10
+
+
+def test_passes_bound_the_faces_replaced_together():
+    assert passes([1, 0, 3, 5, 2, 9, 1, 1], 8) == [[0, 2], [3, 4], [5], [6, 7]]
+    assert passes([0, 0], 8) == [] and passes([], 8) == []
+
+
+def test_crowded_batches_are_replaced_a_few_faces_at_a_time(lfw_sample, monkeypatch):
+    """A batch's faces go through the method a few at a time (bounded memory), and the images
+    come out as they do when the whole batch goes at once."""
+    import faceanon.anonymize as pipeline
+
+    images = [e.load() for e in open_input(lfw_sample).entries()]
+    anon = build_anonymizer("blur", None)
+    whole = anon.anonymize(images)
+    seen: list[int] = []
+    replace = anon.replace_faces
+
+    def spy(imgs, faces, identities=None):
+        seen.append(sum(len(f) for f in faces.values()))
+        return replace(imgs, faces, identities)
+
+    monkeypatch.setattr(pipeline, "FACES_PER_PASS", 2)
+    monkeypatch.setattr(anon, "replace_faces", spy)
+    parts = anon.anonymize(images)
+    assert len(seen) >= 4 and max(seen) <= 2 and sum(seen) == sum(len(w.faces) for w in whole)
+    for a, b in zip(whole, parts):
+        assert np.array_equal(a.image, b.image) and a.report == b.report
+
+
+def test_free_heap_pages_go_back_to_the_system():
+    """After a batch, the free pages of a fragmented heap are returned (glibc only)."""
+    from faceanon.datasets import _malloc_trim, release_free_memory
+
+    if _malloc_trim() is None:
+        pytest.skip("no malloc_trim in this C library")
+
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096 / 2**20
+
+    freed, kept = [], []
+    for _ in range(3000):  # 100 KiB blocks, under the mmap threshold, pinned by small ones
+        freed.append(np.ones(12_800))
+        kept.append(np.ones(8))
+    before = rss_mib()
+    del freed
+    release_free_memory()
+    assert rss_mib() < before - 200

@@ -5,10 +5,13 @@ machine needs no system ffmpeg, and it exposes packets as well as frames: the au
 packet by packet (remuxed, never re-encoded, so it keeps its quality and its exact duration),
 while the video is decoded, handed to a callback and encoded again.
 
-The output has the input's container (by file extension), frame size, frame rate and time base;
+The output has the input's container (by file extension), upright frame size, frame rate and time base;
 each frame keeps its presentation time, so variable frame rates and the sync with the audio
 survive. Nothing else is copied over: metadata (titles, GPS location tags, device names),
 subtitles and data streams can identify people, so they are left out, as image metadata is.
+A clip that a phone tagged with a display rotation is read upright (faces are detected the
+right way up) and written upright, with no rotation left to apply; mirroring in the display
+matrix is not applied.
 
 Every failure of the demuxer or decoder becomes one ``FaceanonError`` naming the file: an empty
 or truncated file, a file with no video stream, or one that is not a video at all.
@@ -102,12 +105,20 @@ def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
             for frame in container.decode(stream):
                 count += 1
                 last = float(frame.time or 0.0)
-                yield last, frame.to_ndarray(format="rgb24")
+                yield last, upright(frame)
         if count == 0:
             raise FaceanonError("no decodable video frame", name)
         _check_complete(stream, count, last, name)
     finally:
         container.close()
+
+
+def upright(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's pixels as a player shows them: turned counter-clockwise by the display
+    matrix's rotation (a portrait phone clip is stored sideways with a rotation of -90)."""
+    turns = round((frame.rotation or 0) / 90) % 4
+    rgb = frame.to_ndarray(format="rgb24")
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _check_complete(stream: av.VideoStream, count: int, last: float, name: str) -> None:
@@ -151,8 +162,9 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
         video_in = source.streams.video[0]
         audio = _audio_fate(data, name, fmt)
         audio_in = source.streams.audio[0] if audio == "copied" else None
+        size = _upright_size(data, name)
         with _reading(name), av.open(buffer, "w", format=fmt) as sink:
-            video_out = _video_stream(sink, video_in, fmt)
+            video_out = _video_stream(sink, video_in, fmt, size)
             audio_out = sink.add_stream_from_template(audio_in) if audio_in else None
             frames_in = frames_out = 0
             for packet in source.demux(*(s for s in (video_in, audio_in) if s is not None)):
@@ -162,7 +174,7 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
                         sink.mux(packet)
                     continue
                 for frame in packet.decode():
-                    new = edit(frames_in, frame.to_ndarray(format="rgb24"))
+                    new = edit(frames_in, upright(frame))
                     frames_in += 1
                     if new is not None:
                         frames_out += 1
@@ -173,6 +185,16 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
     return buffer.getvalue(), RewriteStats(frames_in, frames_out, audio)
 
 
+def _upright_size(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) of the clip's frames as ``read_frames`` gives them."""
+    frames = read_frames(data, name)
+    try:
+        height, width = next(frames)[1].shape[:2]
+    finally:
+        frames.close()
+    return width, height
+
+
 def _frame(rgb: np.ndarray, like: av.VideoFrame, stream: av.VideoStream) -> av.VideoFrame:
     """A frame to encode from ``rgb``, at ``like``'s presentation time."""
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -180,13 +202,14 @@ def _frame(rgb: np.ndarray, like: av.VideoFrame, stream: av.VideoStream) -> av.V
     return frame
 
 
-def _video_stream(sink: av.container.OutputContainer, source: av.VideoStream,
-                  fmt: str) -> av.VideoStream:
-    """The output's video stream: the input's size, frame rate and time base."""
+def _video_stream(sink: av.container.OutputContainer, source: av.VideoStream, fmt: str,
+                  size: tuple[int, int]) -> av.VideoStream:
+    """The output's video stream: the upright frames' (width, height) ``size``, the input's
+    frame rate and time base."""
     codec, options = _ENCODERS[fmt]
     rate = source.average_rate or source.guessed_rate or Fraction(25)
     stream = sink.add_stream(codec, rate=rate, options=dict(options))
-    stream.width, stream.height = source.codec_context.width, source.codec_context.height
+    stream.width, stream.height = size
     # 4:2:0 needs even sides; an odd-sized clip keeps its size in 4:4:4 instead.
     even = stream.width % 2 == 0 and stream.height % 2 == 0
     stream.pix_fmt = "yuv420p" if even or codec == "mpeg4" else "yuv444p"

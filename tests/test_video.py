@@ -177,6 +177,27 @@ def test_a_clip_is_anonymized_with_its_audio_and_recorded(pipeline: Anonymizer,
     assert videos["frames"] == 16 and videos["clips"]["anon.mp4"]["faces"] >= 16
 
 
+def test_a_rotated_phone_clip_is_read_and_written_upright(pipeline: Anonymizer,
+                                                          tmp_path: Path) -> None:
+    """A clip stored sideways with a display rotation (as phones record portrait video) is
+    anonymized the right way up and written upright, with no rotation left for a player."""
+    shown = face_frames(8)
+    stored = [np.ascontiguousarray(np.rot90(f, 1)) for f in shown]  # turned a quarter left
+    clip = write_clip(tmp_path / "phone.mp4", stored, audio=False, rotation=-90)
+    read = decoded(clip)
+    assert read[0].shape == shown[0].shape
+    assert np.abs(read[0].astype(float) - shown[0]).mean() < 4
+    data, report = VideoAnonymizer(pipeline).anonymize(clip.read_bytes(), clip.name)
+    assert report.no_face_frames == 0 and report.faces >= 8
+    out = tmp_path / "anon.mp4"
+    out.write_bytes(data)
+    with av.open(str(out)) as container:
+        first = next(container.decode(video=0))
+        assert (first.width, first.height, first.rotation) == (320, 240, 0)
+    box = pipeline.detector(shown[0])[0].box
+    assert face_change(shown[0], decoded(out)[0], box) > 8
+
+
 def test_a_detector_miss_is_bridged(pipeline: Anonymizer, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", face_frames(16), audio=False)
     calls = {"n": 0}

@@ -31,6 +31,7 @@ from faceanon.images import decode, is_image_name
 from faceanon.metadata import find_metadata
 from faceanon.pseudonyms import name_parts
 from faceanon.reversible import PayloadError, parse
+from faceanon.video import find_clip_metadata, is_video_name, read_frames
 
 # Finding kinds besides the metadata ones (faceanon.metadata).
 PRIVATE, UNEXPECTED, NAME, COPIED, FACE, UNREADABLE = (
@@ -40,6 +41,9 @@ PRIVATE, UNEXPECTED, NAME, COPIED, FACE, UNREADABLE = (
 # absolute difference: a JPEG re-encoded at quality 95 stays under 3.5 on LFW, while even a
 # small blurred or replaced face moves some block by more than 10.
 UNCHANGED_BLOCK_DIFF = 6.0
+# The same for a clip's frames: re-encoding a clip (H.264 at CRF 17) moves blocks by up to 7.2
+# on the tests' synthetic clip, a blurred face by far more.
+UNCHANGED_CLIP_BLOCK_DIFF = 9.0
 # File names of private records, in this layout or the one before it (OUT.h5.run.json, ...).
 _RECORD_ENDINGS = (records.MANIFEST, records.RUN, records.NAMES, records.PRIVATE_SUFFIX, ".staging")
 _ARCHIVE_PARTS = {"names", "images", "labels", "payloads"}
@@ -94,7 +98,10 @@ def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dl
     report = AuditReport()
     published = _published(out)
     report.findings += published.findings
-    report.checked["images"] = len(published.images)
+    clips = sum(is_video_name(e.relpath) for e in published.images)
+    report.checked["images"] = len(published.images) - clips
+    if clips:
+        report.checked["clips"] = clips
     if published.payloads:
         report.checked["restore payloads"] = published.payloads
         report.notices.append(
@@ -123,6 +130,8 @@ def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dl
 # ---------------------------------------------------------------------- what is published
 
 def _published(out: Path) -> _Published:
+    if out.is_file() and is_video_name(out.name):  # `anonymize clip.mp4 --out anon.mp4`
+        return _Published([Entry(out.name, out.read_bytes)], [], [])
     return _archive(out) if is_archive(out) else _folder(out)
 
 
@@ -146,7 +155,7 @@ def _folder(root: Path) -> _Published:
                     payloads += 1
             elif full.is_symlink():
                 found.append(Finding(rel, UNEXPECTED, f"symbolic link to {os.readlink(full)}"))
-            elif name in filenames and not is_image_name(name):
+            elif name in filenames and not (is_image_name(name) or is_video_name(name)):
                 found.append(Finding(rel, UNEXPECTED, "not an image"))
             elif name in filenames:
                 images.append(Entry(rel, lambda full=full: full.read_bytes()))
@@ -200,7 +209,7 @@ def _known_names(out: Path, originals: Path | None) -> set[str]:
     name parts and labels."""
     names = set(records.read_names(out))
     if originals is not None:
-        for entry in open_input(originals).entries():
+        for entry in open_input(originals, videos=True).entries():
             names.update(name_parts(entry.relpath))
             if entry.label is not None:
                 names.add(entry.label)
@@ -236,26 +245,27 @@ class _Originals:
     """The input images, indexed to recognise a published image that is one of them."""
 
     def __init__(self, originals: Path, out: Path) -> None:
-        self.entries = {e.relpath: e for e in open_input(originals).entries()
+        self.entries = {e.relpath: e for e in open_input(originals, videos=True).entries()
                         if e.skip_reason is None}
         self.bytes_hash: dict[str, str] = {}
         self.pixels_hash: dict[str, str] = {}
         for rel, entry in self.entries.items():
             try:
                 data = entry.read_bytes()
-                self.pixels_hash[_pixel_digest(decode(data, rel))] = rel
+                self.bytes_hash[hashlib.sha256(data).hexdigest()] = rel
+                if not is_video_name(rel):
+                    self.pixels_hash[_pixel_digest(decode(data, rel))] = rel
             except FaceanonError:
                 continue
-            self.bytes_hash[hashlib.sha256(data).hexdigest()] = rel
         # Which original each published path was made from: the private record knows; without
         # it, outputs made with --keep-names share their originals' paths.
         self.source_of = {o: i for i, o in records.output_paths(out).items()}
 
     def copied(self, relpath: str, data: bytes, image: np.ndarray) -> str | None:
         """Why the published ``image`` counts as copied from an original, or None."""
-        same = self.bytes_hash.get(hashlib.sha256(data).hexdigest())
+        same = self.identical(data)
         if same is not None:
-            return f"byte-identical to the input {same!r}"
+            return same
         same = self.pixels_hash.get(_pixel_digest(image))
         if same is not None:
             return f"pixel-identical to the input {same!r}"
@@ -271,6 +281,33 @@ class _Originals:
             return f"unchanged from the input {source.relpath!r} (no 8x8 block differs by " \
                    f"more than {diff:.1f} levels)"
         return None
+
+
+    def identical(self, data: bytes) -> str | None:
+        same = self.bytes_hash.get(hashlib.sha256(data).hexdigest())
+        return None if same is None else f"byte-identical to the input {same!r}"
+
+    def copied_clip(self, relpath: str, data: bytes) -> str | None:
+        """Why the published clip counts as copied from an original (byte-identical, or no
+        frame changed beyond re-encoding), or None."""
+        same = self.identical(data)
+        source = self.entries.get(self.source_of.get(relpath, relpath))
+        if same is not None or source is None or not is_video_name(source.relpath):
+            return same
+        n = 0
+        try:
+            pairs = zip(read_frames(source.read_bytes(), source.relpath),
+                        read_frames(data, relpath))
+            for n, ((_, a), (_, b)) in enumerate(pairs, 1):
+                diff = _max_block_difference(a, b)
+                if diff is None or diff > UNCHANGED_CLIP_BLOCK_DIFF:
+                    return None
+        except FaceanonError:
+            return None
+        if not n:
+            return None
+        return f"unchanged from the input {source.relpath!r} (none of {n} frames has an 8x8 " \
+               f"block that differs by more than {UNCHANGED_CLIP_BLOCK_DIFF:.0f} levels)"
 
 
 def _pixel_digest(image: np.ndarray) -> str:
@@ -295,6 +332,11 @@ def _image_findings(images: list[Entry], originals: _Originals | None,
         except OSError as e:
             yield Finding(entry.relpath, UNREADABLE, e.strerror or str(e))
             continue
+        if is_video_name(entry.relpath):
+            yield from _clip_findings(entry.relpath, data, originals)
+            if progress:
+                progress(n + 1, len(images))
+            continue
         for kind, detail in find_metadata(data):
             yield Finding(entry.relpath, kind, detail)
         if originals is not None:
@@ -310,6 +352,22 @@ def _image_findings(images: list[Entry], originals: _Originals | None,
             progress(n + 1, len(images))
 
 
+def _clip_findings(relpath: str, data: bytes, originals: _Originals | None
+                   ) -> Iterator[Finding]:
+    """Tags and further streams in a published clip and, with originals, a clip copied
+    through."""
+    try:
+        found = find_clip_metadata(data, relpath)
+    except FaceanonError as e:
+        yield Finding(relpath, UNREADABLE, e.reason)
+        return
+    for kind, detail in found:
+        yield Finding(relpath, kind, detail)
+    why = None if originals is None else originals.copied_clip(relpath, data)
+    if why is not None:
+        yield Finding(relpath, COPIED, why)
+
+
 # -------------------------------------------------------------------------------------- faces
 
 def _face_findings(out: Path, orig: Path, recognizer: str, threshold: float | None,
@@ -321,7 +379,14 @@ def _face_findings(out: Path, orig: Path, recognizer: str, threshold: float | No
                           device=device)
     report = evaluate(out, orig, options, progress=progress)
     published_as = records.output_paths(out)
-    for flagged in report["flagged"]:
+    for name, clip in (report.get("videos") or {}).get("clips", {}).items():
+        if clip["frames_left_visible"]:
+            yield Finding(published_as.get(name, name), FACE,
+                          f"{clip['frames_left_visible']} of {clip['frames']} frames with an "
+                          f"original face the evaluator still matches (frames "
+                          f"{clip['visible_frames'][:10]}) "
+                          f"({report['videos']['recognizer']['name']})")
+    for flagged in report.get("flagged", []):
         for reason in flagged["reasons"]:
             if reason.startswith("matches original"):
                 yield Finding(published_as.get(flagged["path"], flagged["path"]), FACE,

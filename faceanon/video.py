@@ -30,6 +30,7 @@ import av
 import numpy as np
 
 from faceanon.errors import FaceanonError
+from faceanon.metadata import GPS, OTHER, TEXT, THUMBNAIL, Found
 
 # Container by extension, and the video encoder and its options for it. H.264 at CRF 17 is
 # visually lossless for faces; VP9 is what WebM allows; AVI players expect MPEG-4 part 2.
@@ -45,6 +46,11 @@ VIDEO_SUFFIXES = tuple(_FORMATS)
 # A file whose decodable frames end this many frame durations before its declared end is
 # reported as truncated rather than processed in part.
 _TRUNCATION_SLACK = 2
+
+# Container and stream tags that only say how a file was muxed: all that ``rewrite`` leaves.
+_PLAIN_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "software",
+               "language", "handler_name", "vendor_id", "duration"}
+_LOCATION_TAGS = ("location", "iso6709", "gps")
 
 # What the edit callback returns for a frame that must be left out (``--no-face skip``).
 FrameEdit = Callable[[int, np.ndarray], "np.ndarray | None"]
@@ -111,6 +117,38 @@ def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
         _check_complete(stream, count, last, name)
     finally:
         container.close()
+
+
+def find_clip_metadata(data: bytes, name: str) -> list[Found]:
+    """What a clip carries besides one picture and one sound track (empty for what ``rewrite``
+    writes): tags other than the muxer's own (titles, comments, GPS location, creation times,
+    device names), chapters, and further streams (subtitles, data, cover art, another camera)."""
+    container = _open(data, name)
+    found: list[Found] = []
+    try:
+        tagged = [("container", container.metadata)] + [
+            (f"{s.type} stream {s.index}", s.metadata) for s in container.streams]
+        for where, tags in tagged:
+            for key, value in tags.items():
+                if key.lower() not in _PLAIN_TAGS:
+                    kind = GPS if any(t in key.lower() for t in _LOCATION_TAGS) else OTHER
+                    found.append((kind, f"{where} tag {key}={str(value)[:60]!r}"))
+        chapters = len(container.chapters())
+        if chapters:
+            found.append((TEXT, f"{chapters} chapters (titled marks in the timeline)"))
+        for kind, streams in (("video", container.streams.video[1:]),
+                              ("audio", container.streams.audio[1:])):
+            for stream in streams:
+                cover = kind == "video" and stream.disposition & av.stream.Disposition.attached_pic
+                found.append((THUMBNAIL, f"cover picture in stream {stream.index}") if cover
+                             else (OTHER, f"a further {kind} stream ({stream.index})"))
+        for stream in container.streams:
+            if stream.type not in ("video", "audio"):
+                found.append((TEXT if stream.type == "subtitle" else OTHER,
+                              f"{stream.type} stream {stream.index}"))
+    finally:
+        container.close()
+    return found
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:

@@ -45,14 +45,16 @@ def face_frames(n: int, size: tuple[int, int] = (320, 240), face: int = 150,
 
 def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = True,
                faststart: bool = False, audio_seconds: float | None = None,
-               rotation: int = 0) -> Path:
+               rotation: int = 0, tags: dict[str, str] | None = None) -> Path:
     """``frames`` written to ``path`` (container by extension) at ``fps``, with a 440 Hz tone
     as long as the video (or ``audio_seconds``) when ``audio``; ``faststart`` puts an MP4's
     index first, as streaming sites do (a truncated copy still opens); ``rotation`` is the
-    display rotation a player applies (counter-clockwise degrees; phones write -90)."""
+    display rotation a player applies (counter-clockwise degrees; phones write -90); ``tags``
+    are container tags (title, location, ...)."""
     suffix = path.suffix.lower()
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w", options={"movflags": "faststart"} if faststart else None) as out:
+        out.metadata.update(tags or {})
         video = out.add_stream(_VIDEO.get(suffix, "libx264"), rate=fps)
         video.width, video.height, video.pix_fmt = w, h, "yuv420p"
         if rotation:

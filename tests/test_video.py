@@ -198,6 +198,31 @@ def test_a_rotated_phone_clip_is_read_and_written_upright(pipeline: Anonymizer,
     assert face_change(shown[0], decoded(out)[0], box) > 8
 
 
+def test_audit_checks_published_clips(pipeline: Anonymizer, tmp_path: Path) -> None:
+    """A clean anonymized clip gives no finding; tags, a clip copied through or re-encoded
+    unchanged, and frames whose face the evaluator still matches each give one."""
+    from faceanon.audit import audit
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write_clip(src / "clip.mp4", face_frames(8))
+    out = tmp_path / "out"
+    run_anonymize(src, out, dataclasses.replace(pipeline, key=keys.Key(bytes(range(32)), 0)))
+    report = audit(out)
+    assert report.findings == [] and report.checked["clips"] == 1
+    (published,) = records.output_paths(out).values()
+    write_clip(out / "tagged.mp4", face_frames(4, grow=0), audio=False,
+               tags={"title": "holiday", "location": "+48.8577+002.2950/"})
+    (out / "copy.mp4").write_bytes((src / "clip.mp4").read_bytes())
+    data, _ = video.rewrite((src / "clip.mp4").read_bytes(), "clip.mp4", lambda i, rgb: rgb)
+    (out / published).write_bytes(data)  # re-encoded but unchanged
+    found = {(f.path, f.kind) for f in audit(out, src).findings}
+    assert {("tagged.mp4", "gps"), ("tagged.mp4", "metadata"), ("copy.mp4", "copied image"),
+            (published, "copied image"), (published, "face matches original")} <= found, found
+    assert {kind for path, kind in found if path == published} == {
+        "copied image", "face matches original"}
+
+
 def test_a_detector_miss_is_bridged(pipeline: Anonymizer, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", face_frames(16), audio=False)
     calls = {"n": 0}

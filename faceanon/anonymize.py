@@ -267,8 +267,12 @@ def _anonymizer(method: str, key: Key | None, no_face: str, strength: float | No
 
 def run_anonymize(source: str | Path | datasets.Source, out: str | Path, anonymizer: Anonymizer,
                   batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
-                  keep_names: bool = False) -> tuple[Job, dict[str, int]]:
-    """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic).
+                  keep_names: bool = False,
+                  clip_progress: Callable[[str, int, int | None], None] | None = None
+                  ) -> tuple[Job, dict[str, int]]:
+    """Run ``anonymizer`` over a folder or archive into ``out`` (resumable, manifest, atomic);
+    ``progress`` follows the inputs, ``clip_progress`` the frames of each clip
+    (``faceanon.anonymize_video.FrameProgress``).
 
     ``source`` is a path or an input already opened with ``datasets.open_input`` (to check it
     before loading the models, or to choose an array archive's dataset). Folder and file names
@@ -295,4 +299,4 @@ def run_anonymize(source: str | Path | datasets.Source, out: str | Path, anonymi
               {**anonymizer.settings, "names": names_setting}, names)
     from faceanon.anonymize_video import media_step  # it builds on this module
 
-    return job, job.run_batches(media_step(anonymizer), batch_size, progress)
+    return job, job.run_batches(media_step(anonymizer, clip_progress), batch_size, progress)

@@ -33,6 +33,9 @@ from faceanon.errors import FaceanonError
 from faceanon.tracking import Detections, Track, best_frames, track_faces
 
 Step = Callable[[list[Entry]], list[Result]]
+# Progress within a clip, for a long one: (stage, frames done, frames in all or None while the
+# first pass has not counted them yet). Stages: "tracking", then "replacing".
+FrameProgress = Callable[[str, int, "int | None"], None]
 
 
 @dataclass
@@ -72,8 +75,9 @@ class FrameFaces:
 class VideoAnonymizer:
     """Anonymizes whole clips with an image ``Anonymizer``'s detector, method and checks."""
 
-    def __init__(self, anonymizer: Anonymizer) -> None:
+    def __init__(self, anonymizer: Anonymizer, progress: FrameProgress | None = None) -> None:
         self.anonymizer = anonymizer
+        self.progress = progress or (lambda stage, done, total: None)
 
     def anonymize(self, data: bytes, name: str) -> tuple[bytes | None, VideoReport]:
         """The encoded anonymized clip (None when the no-face policy left every frame out) and
@@ -85,7 +89,7 @@ class VideoAnonymizer:
         by_frame = faces_by_frame(tracks, self.identity_codes(data, name, tracks))
         report = VideoReport(tracks=len(tracks))
         encoded, stats = video.rewrite(data, name, lambda i, rgb: self._frame(
-            rgb, by_frame.get(i), report))
+            rgb, by_frame.get(i), report, (i + 1, frames)))
         if stats.frames_in != frames:
             raise FaceanonError(f"decoded {stats.frames_in} frames, then {frames}: "
                                 "the file changed while it was read", name)
@@ -99,6 +103,7 @@ class VideoAnonymizer:
         detections = []
         for _, rgb in video.read_frames(data, name):
             detections.append(Detections.of(self.anonymizer.detector(rgb)))
+            self.progress("tracking", len(detections), None)
         return track_faces(detections), len(detections)
 
     def identity_codes(self, data: bytes, name: str, tracks: list[Track]) -> np.ndarray:
@@ -118,9 +123,10 @@ class VideoAnonymizer:
                 break
         return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
-    def _frame(self, rgb: np.ndarray, tracked: FrameFaces | None,
-               report: VideoReport) -> np.ndarray | None:
+    def _frame(self, rgb: np.ndarray, tracked: FrameFaces | None, report: VideoReport,
+               position: tuple[int, int]) -> np.ndarray | None:
         """One frame anonymized: its tracked faces replaced, or the no-face policy."""
+        self.progress("replacing", *position)
         if tracked is None:
             report.no_face_frames += 1
             return apply_no_face_policy(rgb, self.anonymizer.no_face)
@@ -152,10 +158,11 @@ def faces_by_frame(tracks: list[Track], codes: np.ndarray) -> dict[int, FrameFac
                           sum(b for _, _, b in got)) for i, got in found.items()}
 
 
-def media_step(anonymizer: Anonymizer) -> Step:
+def media_step(anonymizer: Anonymizer, progress: FrameProgress | None = None) -> Step:
     """The dataset job's step for inputs that mix images and videos: images in batches as
-    ever, each video whole; a video that fails is one failed entry with its reason."""
-    videos = VideoAnonymizer(anonymizer)
+    ever, each video whole (``progress`` follows its frames); a video that fails is one failed
+    entry with its reason."""
+    videos = VideoAnonymizer(anonymizer, progress)
 
     def step(entries: list[Entry]) -> list[Result]:
         images = iter(anonymizer.step([e for e in entries if not video.is_video_name(e.relpath)]))

@@ -223,6 +223,14 @@ def test_audit_checks_published_clips(pipeline: Anonymizer, tmp_path: Path) -> N
         "copied image", "face matches original"}
 
 
+def test_progress_follows_the_frames_of_a_clip(pipeline: Anonymizer, tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(6), audio=False)
+    calls: list[tuple[str, int, int | None]] = []
+    VideoAnonymizer(pipeline, lambda *a: calls.append(a)).anonymize(clip.read_bytes(), clip.name)
+    assert calls == [("tracking", i, None) for i in range(1, 7)] + [
+        ("replacing", i, 6) for i in range(1, 7)]
+
+
 def test_a_detector_miss_is_bridged(pipeline: Anonymizer, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", face_frames(16), audio=False)
     calls = {"n": 0}

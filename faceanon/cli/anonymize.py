@@ -59,7 +59,7 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
     anonymizer = build_anonymizer(method, key_path, no_face, min_face_size, pick_device(device),
                                   parse_thresholds(thresholds), reversible, strength)
     job, counts = run_with_progress("anonymizing", lambda **kw: run_anonymize(
-        source, out_path, anonymizer, batch_size, keep_names=keep_names, **kw))
+        source, out_path, anonymizer, batch_size, keep_names=keep_names, **kw), clips=True)
     report_job(job, counts, json_out)
 
 

@@ -115,15 +115,24 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """Anonymize face-image datasets with a secret key; verify identities with it (KFAAR)."""
 
 
-def run_with_progress(label: str, job_fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a dataset job under a rich progress bar (quiet when stderr is not a terminal)."""
+def run_with_progress(label: str, job_fn: Callable[..., Any], *args: Any,
+                      clips: bool = False) -> Any:
+    """Run a dataset job under a rich progress bar (quiet when stderr is not a terminal);
+    with ``clips``, a second bar follows the frames of the clip in hand (``clip_progress``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:
         task = bar.add_task(label, total=None)
+        frames = bar.add_task("", total=None, visible=False)
+
+        def clip_progress(stage: str, done: int, total: int | None) -> None:
+            bar.update(frames, description=f"  clip: {stage} frames", completed=done,
+                       total=total, visible=done != total)
+
         return job_fn(*args, progress=lambda done, total: bar.update(task, completed=done,
-                                                                     total=total))
+                                                                     total=total),
+                      **({"clip_progress": clip_progress} if clips else {}))
 
 
 def report_job(job: Any, counts: dict[str, int], json_out: bool) -> None:

@@ -18,6 +18,7 @@ fails with its reason and no output.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -82,8 +83,6 @@ class VideoAnonymizer:
     def anonymize(self, data: bytes, name: str) -> tuple[bytes | None, VideoReport]:
         """The encoded anonymized clip (None when the no-face policy left every frame out) and
         its report; ``name``'s extension is the container of both."""
-        if self.anonymizer.sealer is not None:
-            raise FaceanonError("--reversible does not support videos yet", name)
         started = time.perf_counter()
         tracks, frames = self.track(data, name)
         by_frame = faces_by_frame(tracks, self.identity_codes(data, name, tracks))
@@ -139,11 +138,16 @@ class VideoAnonymizer:
 
     def result(self, entry: Entry) -> Result:
         """A clip of the dataset job anonymized into its result."""
-        data, report = self.anonymize(entry.read_bytes(), entry.relpath)
+        original = entry.read_bytes()
+        data, report = self.anonymize(original, entry.relpath)
         extra = {"video": asdict(report)}
+        sealer = self.anonymizer.sealer
+        seal = None if sealer is None or data is None else functools.partial(
+            sealer.seal_clip, original=original, published=data, source=entry.relpath,
+            label=entry.label)
         if report.tracks:
-            return Result(OK, data=data, extra=extra)
-        return Result(NO_FACE, data=data, extra=extra,
+            return Result(OK, data=data, extra=extra, seal=seal)
+        return Result(NO_FACE, data=data, extra=extra, seal=seal,
                       reason=f"no face found in any frame; policy {self.anonymizer.no_face}")
 
 

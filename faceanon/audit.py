@@ -131,7 +131,11 @@ def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dl
 
 def _published(out: Path) -> _Published:
     if out.is_file() and is_video_name(out.name):  # `anonymize clip.mp4 --out anon.mp4`
-        return _Published([Entry(out.name, out.read_bytes)], [], [])
+        payload = payload_reader(out)(out.name)
+        why = None if payload is None else _payload_problem(payload, True)
+        return _Published([Entry(out.name, out.read_bytes)], [],
+                          [Finding(out.name + PAYLOAD_SUFFIX, UNEXPECTED, why)] if why else [],
+                          int(payload is not None and why is None))
     return _archive(out) if is_archive(out) else _folder(out)
 
 

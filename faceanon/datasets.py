@@ -214,12 +214,14 @@ def _is_faceanon_archive(path: Path) -> bool:
 
 
 def payload_reader(path: str | Path) -> Callable[[str], bytes | None]:
-    """The restore payload of each image of an output folder or archive, by the image's
-    relative path (None: the image has none)."""
+    """The restore payload of each image of an output folder or archive, or of a single clip,
+    by the entry's relative path (None: it has none)."""
     path = Path(path)
     if not is_archive(path):
+        folder = path if path.is_dir() else path.parent  # a clip's sidecar lies beside it
+
         def sidecar(relpath: str) -> bytes | None:
-            file = path / (relpath + PAYLOAD_SUFFIX)
+            file = folder / (relpath + PAYLOAD_SUFFIX)
             return _read_regular(file) if os.path.lexists(file) else None
         return sidecar
     h5 = h5py.File(path, "r")  # kept open, read image by image (as ArchiveSource does)
@@ -304,6 +306,8 @@ class FileSink:
 
     def write(self, relpath: str, data: bytes, label: str | None,
               payload: bytes | None = None) -> str:
+        if payload is not None:  # a sidecar beside it, first, as in a folder
+            atomic_write_bytes(self.path.with_name(self.path.name + PAYLOAD_SUFFIX), payload)
         atomic_write_bytes(self.path, data)
         return self.path.name
 
@@ -499,6 +503,8 @@ class Job:
 
     def output_name(self, entry: Entry) -> tuple[str, str | None]:
         """Where ``entry`` goes in the output, and its label there."""
+        if isinstance(self.source, FileSource):  # a single file goes where --out says
+            return self.out.name, None
         if self.names is None:
             return entry.relpath, entry.label
         label = None if entry.label is None else self.names.name(entry.label)

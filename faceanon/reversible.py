@@ -30,6 +30,11 @@ Restored images are written at the original's relative path; an original in a lo
 (JPEG, WebP) is written as PNG (``NAME.jpg`` → ``NAME.jpg.png``), since re-encoding it as JPEG
 would change the pixels that restore has just made identical.
 
+A clip (``faceanon.video``) is re-encoded as a whole, so per-face records plus a residual of
+every frame would outweigh the file itself; its payload is instead one record holding the
+original file, sealed the same way, with the SHA-256 of the published clip inside it (a clip
+edited after anonymizing restores nothing). Its restore is byte-identical to the input file.
+
 Anyone holding the key can restore: a reversible output is only as private as the key.
 """
 
@@ -56,13 +61,14 @@ from faceanon.keys import Key
 
 INFO = "faceanon/reversible/v1"  # HKDF info of the payload subkey
 MAGIC = b"FAREV1\r\n"
-IMAGE, FACE = 0, 1  # record kinds
+IMAGE, FACE, CLIP = 0, 1, 2  # record kinds
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 RESTORED_SUFFIX = ".png"
 _HEAD = struct.Struct(">8sH")              # magic, number of records
 _RECORD = struct.Struct(">BH12sI")         # kind, face index, nonce, ciphertext length
 _IMAGE = struct.Struct(">32sIIHH")         # pixel SHA-256, height, width, path length, label length
 _BOX = struct.Struct(">IIII")              # face rectangle x0, y0, x1, y1
+_CLIP = struct.Struct(">32sHH")            # published clip's SHA-256, path length, label length
 _NO_LABEL = 0xFFFF
 _WEBP_MAX = 16383                          # WebP's largest side; larger regions go as PNG
 _NEUTRAL = 128                             # residual value of "unchanged"
@@ -74,11 +80,20 @@ class PayloadError(FaceanonError):
 
 @dataclass(frozen=True)
 class Restored:
-    """An original brought back: its pixels, relative path and label."""
+    """An original brought back: its pixels (an image) or its file (a clip), relative path and
+    label."""
 
-    pixels: np.ndarray
+    pixels: np.ndarray | None
     relpath: str
     label: str | None
+    file: bytes | None = None
+
+    def data(self) -> bytes:
+        """What restore writes: the clip's file, or the image encoded losslessly."""
+        if self.file is not None:
+            return self.file
+        assert self.pixels is not None
+        return encode(self.pixels, restored_name(self.relpath))
 
 
 class Sealer:
@@ -99,8 +114,7 @@ class Sealer:
         residual = residual.astype(np.uint8)
         for x0, y0, x1, y1 in regions:
             residual[y0:y1, x0:x1] = _NEUTRAL
-        path = os.fsencode(source)
-        lab = b"" if label is None else label.encode("utf-8")
+        path, lab = _path_and_label(source, label)
         head = _IMAGE.pack(pixel_digest(original), original.shape[0], original.shape[1],
                            len(path), _NO_LABEL if label is None else len(lab))
         rest = b"" if (residual == _NEUTRAL).all() else _lossless(residual)
@@ -109,6 +123,15 @@ class Sealer:
                         original[box[1]:box[3], box[0]:box[2]]))
                     for j, box in enumerate(regions)]
         return _HEAD.pack(MAGIC, len(records)) + b"".join(records)
+
+    def seal_clip(self, name: str, *, original: bytes, published: bytes, source: str,
+                  label: str | None) -> bytes:
+        """The payload of the clip published as ``name`` (file bytes ``published``) made from
+        the file ``original`` (input path ``source``)."""
+        path, lab = _path_and_label(source, label)
+        head = _CLIP.pack(hashlib.sha256(published).digest(), len(path),
+                          _NO_LABEL if label is None else len(lab))
+        return _HEAD.pack(MAGIC, 1) + self._record(name, CLIP, 0, head + path + lab + original)
 
     def _record(self, name: str, kind: int, index: int, plaintext: bytes) -> bytes:
         nonce = os.urandom(12)
@@ -135,9 +158,27 @@ class Sealer:
             what = ", ".join("image record" if k == IMAGE else f"face {i}" for k, i in refused)
             raise PayloadError(f"{what} refused (altered, or moved from another image); "
                                "image not restored", name)
+        if (CLIP, 0) in opened:
+            return _clip(name, published, opened[CLIP, 0])
         if (IMAGE, 0) not in opened:
             raise PayloadError("restore payload has no image record", name)
         return _rebuild(name, decode(published, name), opened)
+
+
+def _path_and_label(source: str, label: str | None) -> tuple[bytes, bytes]:
+    return os.fsencode(source), b"" if label is None else label.encode("utf-8")
+
+
+def _clip(name: str, published: bytes, record: bytes) -> Restored:
+    """The original clip from its opened record."""
+    digest, n_path, n_label = _CLIP.unpack_from(record)
+    if hashlib.sha256(published).digest() != digest:
+        raise PayloadError("the published clip was changed or re-encoded after anonymizing", name)
+    at = _CLIP.size + n_path
+    label = None if n_label == _NO_LABEL else record[at:at + n_label].decode("utf-8")
+    at += 0 if n_label == _NO_LABEL else n_label
+    return Restored(None, os.fsdecode(record[_CLIP.size:_CLIP.size + n_path]), label,
+                    file=record[at:])
 
 
 def _rebuild(name: str, pixels: np.ndarray, opened: dict[tuple[int, int], bytes]) -> Restored:
@@ -180,7 +221,7 @@ def parse(payload: bytes, name: str = "<payload>") -> Iterator[tuple[int, int, b
             raise PayloadError("truncated restore payload", name)
         kind, index, nonce, size = _RECORD.unpack_from(payload, at)
         at += _RECORD.size
-        if kind not in (IMAGE, FACE) or at + size > len(payload):
+        if kind not in (IMAGE, FACE, CLIP) or at + size > len(payload):
             raise PayloadError("corrupt restore payload", name)
         records.append((kind, index, nonce, payload[at:at + size]))
         at += size
@@ -269,9 +310,10 @@ class _Images:
 
 def run_restore(anon: str | Path, out: str | Path, key: Key,
                 progress: Callable[[int, int], None] | None = None) -> tuple[Job, dict[str, int]]:
-    """Restore every image of the reversible output ``anon`` into ``out`` (same layout as the
-    original input, atomic, resumable, manifest and run record in ``out``'s private folder)."""
-    source = open_input(anon)
+    """Restore every image and clip of the reversible output ``anon`` into ``out`` (same layout
+    as the original input, atomic, resumable, manifest and run record in ``out``'s private
+    folder)."""
+    source = open_input(anon, videos=True)
     payloads = payload_reader(anon)
     sealer = Sealer(key)
 
@@ -281,8 +323,8 @@ def run_restore(anon: str | Path, out: str | Path, key: Key,
             return Result(FAILED, reason="no restore payload (not made with anonymize "
                                          "--reversible)")
         restored = sealer.open(entry.relpath, entry.read_bytes(), payload)
-        name = restored_name(restored.relpath)
-        return Result(OK, data=encode(restored.pixels, name), target=(name, restored.label))
+        return Result(OK, data=restored.data(),
+                      target=(restored_name(restored.relpath), restored.label))
 
     job = Job("restore", _Images(source) if isinstance(source, FolderSource) else source,
               Path(out), {"key_fingerprint": key.fingerprint, "payload": INFO})

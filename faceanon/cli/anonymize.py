@@ -37,7 +37,7 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
                                                    "are (default: keyed pseudonyms)."),
               reversible: bool = typer.Option(
                   False, "--reversible", help="Store with each output image its original "
-                  "pixels, encrypted under --key (AES-256-GCM), for `faceanon restore`. ANYONE "
+                  "pixels (with each clip its original file), encrypted under --key (AES-256-GCM), for `faceanon restore`. ANYONE "
                   "WHO HAS THE KEY CAN RESTORE THE ORIGINAL FACES from the output."),
               device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
               batch_size: int = typer.Option(8, "--batch-size", min=1,
@@ -66,13 +66,14 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
 @app.command()
 @user_errors
 def restore(anon: Path = typer.Argument(..., metavar="ANON", help="Output of `faceanon anonymize "
-                                        "--reversible` (folder or .h5 archive)."),
+                                        "--reversible` (folder, .h5 archive or clip)."),
             key_path: Path = typer.Option(..., "--key", "-k", help="The key ANON was made with."),
             out_path: Path = typer.Option(..., "--out", "-o",
-                                          help="Folder or .h5 archive for the originals."),
+                                          help="Folder, .h5 archive or clip for the originals."),
             json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
     """Put back the originals of a reversible output, under their original names: pixels
-    identical to the decoded originals (JPEG originals are written as NAME.jpg.png).
+    identical to the decoded originals (JPEG originals are written as NAME.jpg.png), clips
+    byte-identical to the input files.
 
     An image whose payload does not open (wrong key, altered, moved to another image) or whose
     published file was changed is not written: one error line each, exit 1. Re-run to resume.

@@ -104,10 +104,12 @@ def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dl
         report.checked["clips"] = clips
     if published.payloads:
         report.checked["restore payloads"] = published.payloads
+        what = "images and clips carry their originals" if clips else \
+            "images carry their original faces"
         report.notices.append(
             f"reversible payload present: {published.payloads} of {len(published.images)} "
-            "images carry their original faces encrypted (AES-256-GCM ciphertext only); anyone "
-            "holding the key they were made with can restore them")
+            f"{what} encrypted (AES-256-GCM ciphertext only); anyone holding the key they were "
+            "made with can restore them")
     originals = Path(orig) if orig is not None else records.recorded_input(out)
     if originals is None:
         report.not_checked["names"] = report.not_checked["copies"] = (

@@ -136,8 +136,9 @@ def audit(out_path: Path = typer.Argument(..., metavar="OUT",
             err.print(f"not checked: {check}: {why}", highlight=False, markup=False, soft_wrap=True)
         for notice in report.notices:
             out.print(f"{out_path}: {notice}", highlight=False, markup=False, soft_wrap=True)
-        out.print(f"{len(report.findings)} leaks in {report.checked['images']} images",
-                  highlight=False)
+        clips = report.checked.get("clips")
+        out.print(f"{len(report.findings)} leaks in {report.checked['images']} images"
+                  + (f" and {clips} clips" if clips else ""), highlight=False)
     raise typer.Exit(EXIT_SOME_FAILED if report.findings else EXIT_OK)
 
 

@@ -42,7 +42,7 @@ def anonymized(tmp: Path, method: str, strength: str | None, k: int) -> dict[str
     """Input path → output file of the examples under demo key ``k``, for the images with a
     face."""
     key, out = tmp / f"demo{k}.key", tmp / f"out{k}"
-    keys.save(keys.Key(bytes(range(32 * k, 32 * k + 32)), 0), key)
+    keys.save(keys.Key(bytes((32 * k + i) % 256 for i in range(32)), 0), key)
     subprocess.run([sys.executable, "-m", "faceanon", "anonymize", str(EXAMPLES), "--key",
                     str(key), "--out", str(out), "--method", method, "--keep-names",
                     "--device", "cpu", *(["--strength", strength] if strength else [])],
@@ -62,6 +62,8 @@ def main() -> None:
         outputs = [anonymized(Path(tmp), args.method, args.strength, k) for k in range(args.keys)]
         rows = [row(load_image(EXAMPLES / path), *(load_image(o[path]) for o in outputs))
                 for path in sorted(outputs[0])]
+    if not rows:
+        raise SystemExit(f"no face found in {EXAMPLES}")
     width = max(r.shape[1] for r in rows)
     padded = [np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255)
               for r in rows]

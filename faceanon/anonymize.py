@@ -82,8 +82,8 @@ class Anonymizer:
                 "models": self.replacer.model_ids}
 
     def anonymize(self, images: Sequence[np.ndarray]) -> list[Anonymized]:
-        """Every face of every image replaced (new faces made together for the batch); an
-        image without a face goes by the no-face policy."""
+        """Every face of every image replaced (new faces made together, at most
+        ``FACES_PER_PASS`` at a time); an image without a face goes by the no-face policy."""
         # One image per detector call: batched detection rounds differently with the batch's
         # make-up, and an image's output must not depend on its neighbours (determinism, resume).
         faces = [self.detector(image) for image in images]

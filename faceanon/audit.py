@@ -4,8 +4,8 @@ A replaced face is not enough: a person can be named by a folder, a file name or
 label, located by EXIF GPS, described in an XMP packet, an ICC description or a comment, shown
 whole in an EXIF thumbnail, or simply left in an image that was copied through unchanged; and a
 private record copied into the output hands over every input path and hash. ``audit`` looks
-for each of these in what would be published (a folder or an archive) and lists one finding
-per leak. The originals, needed for the name and copy checks, are ``orig`` or the input named
+for each of these in what would be published (a folder, an archive or a clip; in a clip also
+its tags and further streams) and lists one finding per leak. The originals, needed for the name and copy checks, are ``orig`` or the input named
 in the output's private record; the face check (the evaluator's recognizer on original and
 anonymized faces, as ``faceanon eval`` measures anonymity) runs only when ``orig`` is given,
 since it costs a detection and an embedding per face.
@@ -91,7 +91,8 @@ class _Published:
 def audit(out: str | Path, orig: str | Path | None = None, recognizer: str = "dlib",
           threshold: float | None = None, device: str = "cpu",
           progress: Progress | None = None) -> AuditReport:
-    """Audit the publishable output ``out`` (folder or archive); see the module docstring."""
+    """Audit the publishable output ``out`` (folder, archive or clip); see the module
+    docstring."""
     out = Path(out)
     if not out.exists():
         raise FaceanonError("output not found", out)
@@ -288,7 +289,6 @@ class _Originals:
                    f"more than {diff:.1f} levels)"
         return None
 
-
     def identical(self, data: bytes) -> str | None:
         same = self.bytes_hash.get(hashlib.sha256(data).hexdigest())
         return None if same is None else f"byte-identical to the input {same!r}"
@@ -386,7 +386,7 @@ def _face_findings(out: Path, orig: Path, recognizer: str, threshold: float | No
     report = evaluate(out, orig, options, progress=progress)
     published_as = records.output_paths(out)
     for name, clip in (report.get("videos") or {}).get("clips", {}).items():
-        if clip["frames_left_visible"]:
+        if clip.get("frames_left_visible"):  # an unreadable clip is a finding of its own
             yield Finding(published_as.get(name, name), FACE,
                           f"{clip['frames_left_visible']} of {clip['frames']} frames with an "
                           f"original face the evaluator still matches (frames "

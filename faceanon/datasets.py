@@ -299,10 +299,11 @@ class FileSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f".{path.name}.fa-"  # what a killed write of this file left, and nothing else
-        for stale in path.parent.glob(glob.escape(prefix) + "*"):
-            if TEMP_NAME.match(stale.name):
-                stale.unlink()
+        # What a killed write of this file or of its payload sidecar left, and nothing else.
+        for name in (path.name, path.name + PAYLOAD_SUFFIX):
+            for stale in path.parent.glob(glob.escape(f".{name}.fa-") + "*"):
+                if TEMP_NAME.match(stale.name):
+                    stale.unlink()
 
     def write(self, relpath: str, data: bytes, label: str | None,
               payload: bytes | None = None) -> str:

@@ -32,8 +32,9 @@ would change the pixels that restore has just made identical.
 
 A clip (``faceanon.video``) is re-encoded as a whole, so per-face records plus a residual of
 every frame would outweigh the file itself; its payload is instead one record holding the
-original file, sealed the same way, with the SHA-256 of the published clip inside it (a clip
-edited after anonymizing restores nothing). Its restore is byte-identical to the input file.
+original file, sealed the same way in parts of ``CLIP_PART`` bytes, with the SHA-256 of the
+published clip inside it (a clip edited after anonymizing restores nothing). Its restore is
+byte-identical to the input file, and the payload shows the file's size.
 
 Anyone holding the key can restore: a reversible output is only as private as the key.
 """
@@ -68,7 +69,8 @@ _HEAD = struct.Struct(">8sH")              # magic, number of records
 _RECORD = struct.Struct(">BH12sI")         # kind, face index, nonce, ciphertext length
 _IMAGE = struct.Struct(">32sIIHH")         # pixel SHA-256, height, width, path length, label length
 _BOX = struct.Struct(">IIII")              # face rectangle x0, y0, x1, y1
-_CLIP = struct.Struct(">32sHH")            # published clip's SHA-256, path length, label length
+_CLIP = struct.Struct(">32sHHH")           # published clip's SHA-256, path and label lengths, parts
+CLIP_PART = 256 << 20                      # a clip is sealed in parts (AES-GCM takes < 2 GiB a call)
 _NO_LABEL = 0xFFFF
 _WEBP_MAX = 16383                          # WebP's largest side; larger regions go as PNG
 _NEUTRAL = 128                             # residual value of "unchanged"
@@ -129,9 +131,14 @@ class Sealer:
         """The payload of the clip published as ``name`` (file bytes ``published``) made from
         the file ``original`` (input path ``source``)."""
         path, lab = _path_and_label(source, label)
+        view = memoryview(original)
+        parts = [view[at:at + CLIP_PART] for at in range(0, max(len(view), 1), CLIP_PART)]
         head = _CLIP.pack(hashlib.sha256(published).digest(), len(path),
-                          _NO_LABEL if label is None else len(lab))
-        return _HEAD.pack(MAGIC, 1) + self._record(name, CLIP, 0, head + path + lab + original)
+                          _NO_LABEL if label is None else len(lab), len(parts))
+        records = [self._record(name, CLIP, 0, b"".join((head, path, lab, parts[0])))]
+        records += [self._record(name, CLIP, k, bytes(part)) for k, part in enumerate(parts)
+                    if k]
+        return _HEAD.pack(MAGIC, len(records)) + b"".join(records)
 
     def _record(self, name: str, kind: int, index: int, plaintext: bytes) -> bytes:
         nonce = os.urandom(12)
@@ -141,8 +148,9 @@ class Sealer:
     # ------------------------------------------------------------------------------- opening
 
     def open(self, name: str, published: bytes, payload: bytes) -> Restored:
-        """The original of the image published as ``name``; raises PayloadError (one line)
-        for a wrong key, an altered or moved payload, or an image changed after anonymizing."""
+        """The original of the image or clip published as ``name``; raises PayloadError (one
+        line) for a wrong key, an altered or moved payload, or a file changed after
+        anonymizing."""
         opened: dict[tuple[int, int], bytes] = {}
         refused: list[tuple[int, int]] = []
         for kind, index, nonce, sealed in parse(payload, name):
@@ -153,13 +161,15 @@ class Sealer:
                 refused.append((kind, index))
         if not opened:
             raise PayloadError("restore payload does not open with this key (wrong key, or "
-                               "the payload was altered or belongs to another image)", name)
+                               "the payload was altered, belongs to another file, or the file "
+                               "was renamed)", name)
         if refused:
-            what = ", ".join("image record" if k == IMAGE else f"face {i}" for k, i in refused)
-            raise PayloadError(f"{what} refused (altered, or moved from another image); "
-                               "image not restored", name)
+            what = ", ".join({IMAGE: "image record", FACE: f"face {i}",
+                              CLIP: f"clip part {i}"}[k] for k, i in refused)
+            raise PayloadError(f"{what} refused (altered, or moved from another file); "
+                               "not restored", name)
         if (CLIP, 0) in opened:
-            return _clip(name, published, opened[CLIP, 0])
+            return _clip(name, published, opened)
         if (IMAGE, 0) not in opened:
             raise PayloadError("restore payload has no image record", name)
         return _rebuild(name, decode(published, name), opened)
@@ -169,16 +179,20 @@ def _path_and_label(source: str, label: str | None) -> tuple[bytes, bytes]:
     return os.fsencode(source), b"" if label is None else label.encode("utf-8")
 
 
-def _clip(name: str, published: bytes, record: bytes) -> Restored:
-    """The original clip from its opened record."""
-    digest, n_path, n_label = _CLIP.unpack_from(record)
+def _clip(name: str, published: bytes, opened: dict[tuple[int, int], bytes]) -> Restored:
+    """The original clip from its opened records (part 0 carries the header)."""
+    record = opened[CLIP, 0]
+    digest, n_path, n_label, n_parts = _CLIP.unpack_from(record)
     if hashlib.sha256(published).digest() != digest:
         raise PayloadError("the published clip was changed or re-encoded after anonymizing", name)
+    missing = [k for k in range(1, n_parts) if (CLIP, k) not in opened]
+    if missing:
+        raise PayloadError(f"clip part {missing[0]} of {n_parts} missing from the payload", name)
     at = _CLIP.size + n_path
     label = None if n_label == _NO_LABEL else record[at:at + n_label].decode("utf-8")
     at += 0 if n_label == _NO_LABEL else n_label
-    return Restored(None, os.fsdecode(record[_CLIP.size:_CLIP.size + n_path]), label,
-                    file=record[at:])
+    file = b"".join([record[at:], *(opened[CLIP, k] for k in range(1, n_parts))])
+    return Restored(None, os.fsdecode(record[_CLIP.size:_CLIP.size + n_path]), label, file=file)
 
 
 def _rebuild(name: str, pixels: np.ndarray, opened: dict[tuple[int, int], bytes]) -> Restored:

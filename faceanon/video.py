@@ -5,13 +5,13 @@ machine needs no system ffmpeg, and it exposes packets as well as frames: the au
 packet by packet (remuxed, never re-encoded, so it keeps its quality and its exact duration),
 while the video is decoded, handed to a callback and encoded again.
 
-The output has the input's container (by file extension), upright frame size, frame rate and time base;
-each frame keeps its presentation time, so variable frame rates and the sync with the audio
-survive. Nothing else is copied over: metadata (titles, GPS location tags, device names),
+The output has the input's container (by file extension), upright frame size, frame rate and
+time base; each frame keeps its presentation time, so variable frame rates and the sync with
+the audio survive. Nothing else is copied over: metadata (titles, GPS location tags, device names),
 subtitles and data streams can identify people, so they are left out, as image metadata is.
-A clip that a phone tagged with a display rotation is read upright (faces are detected the
-right way up) and written upright, with no rotation left to apply; mirroring in the display
-matrix is not applied.
+A clip that a phone tagged with a display matrix (a rotation, a mirror for a front camera) is
+read as a player shows it (faces are detected the right way up) and written so, with no
+matrix left to apply.
 
 Every failure of the demuxer or decoder becomes one ``FaceanonError`` naming the file: an empty
 or truncated file, a file with no video stream, or one that is not a video at all.
@@ -20,6 +20,7 @@ or truncated file, a file with no video stream, or one that is not a video at al
 from __future__ import annotations
 
 import io
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -28,6 +29,7 @@ from typing import Callable, Iterator
 
 import av
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 
 from faceanon.errors import FaceanonError
 from faceanon.metadata import GPS, OTHER, TEXT, THUMBNAIL, Found
@@ -152,11 +154,33 @@ def find_clip_metadata(data: bytes, name: str) -> list[Found]:
 
 
 def upright(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's pixels as a player shows them: turned counter-clockwise by the display
-    matrix's rotation (a portrait phone clip is stored sideways with a rotation of -90)."""
-    turns = round((frame.rotation or 0) / 90) % 4
+    """The frame's pixels as a player shows them, by its display matrix: turned by quarter
+    turns (a portrait phone clip is stored sideways, turned -90 degrees), then mirrored left to
+    right where the matrix mirrors."""
+    turns, mirror = _display_transform(frame)
     rgb = frame.to_ndarray(format="rgb24")
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    if turns:
+        rgb = np.rot90(rgb, turns)
+    if mirror:
+        rgb = rgb[:, ::-1]
+    return np.ascontiguousarray(rgb) if turns or mirror else rgb
+
+
+def _display_transform(frame: av.VideoFrame) -> tuple[int, bool]:
+    """(counter-clockwise quarter turns, mirror after them) of the frame's display matrix.
+
+    FFmpeg's matrix maps a row vector ``[x y] @ [[a, b], [c, d]]``; a rotation by r degrees is
+    ``[[cos r, -sin r], [sin r, cos r]]`` and a mirror multiplies the first column by -1
+    (determinant -1). ``VideoFrame.rotation`` reads a mirror as a half turn, so the matrix is
+    read here instead."""
+    for data in frame.side_data:
+        if data.type == SideDataType.DISPLAYMATRIX:
+            a, b, _, c, d = np.frombuffer(bytes(data), np.int32)[:5] / 65536.0
+            mirror = a * d - b * c < 0
+            if mirror:
+                a = -a
+            return round(math.degrees(math.atan2(-b, a)) / 90) % 4, bool(mirror)
+    return 0, False
 
 
 def _check_complete(stream: av.VideoStream, count: int, last: float, name: str) -> None:

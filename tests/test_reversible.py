@@ -178,3 +178,25 @@ def test_reversible_needs_a_key_and_changes_no_published_image(reversible, tmp_p
     res = runner.invoke(app, ["restore", str(tmp_path / "plain"), "--key", str(key), "--out",
                               str(tmp_path / "r")])
     assert res.exit_code == 1 and "no restore payload" in res.stderr
+
+
+def test_a_clip_payload_in_parts_restores_the_file_and_misses_no_part(monkeypatch) -> None:
+    import faceanon.reversible as reversible
+
+    monkeypatch.setattr(reversible, "CLIP_PART", 1000)
+    original, published = bytes(range(256)) * 15, b"published clip"
+    payload = Sealer(KEY).seal_clip("a.mp4", original=original, published=published,
+                                    source="Eileen_Collins/holiday.mp4", label=None)
+    records = list(parse(payload))
+    assert len(records) == 4 and b"holiday" not in payload
+    restored = Sealer(KEY).open("a.mp4", published, payload)
+    assert (restored.data(), restored.relpath) == (original, "Eileen_Collins/holiday.mp4")
+    with pytest.raises(PayloadError, match="does not open with this key"):
+        Sealer(OTHER).open("a.mp4", published, payload)
+    with pytest.raises(PayloadError, match="changed or re-encoded"):
+        Sealer(KEY).open("a.mp4", published + b"!", payload)
+    # Drop the last part: the header says 4.
+    short = payload[:-(reversible._RECORD.size + len(records[-1][3]))]
+    short = reversible._HEAD.pack(reversible.MAGIC, 3) + short[reversible._HEAD.size:]
+    with pytest.raises(PayloadError, match="clip part 3 of 4 missing"):
+        Sealer(KEY).open("a.mp4", published, short)

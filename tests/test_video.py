@@ -177,6 +177,29 @@ def test_a_clip_is_anonymized_with_its_audio_and_recorded(pipeline: Anonymizer,
     assert videos["frames"] == 16 and videos["clips"]["anon.mp4"]["faces"] >= 16
 
 
+@pytest.mark.parametrize("rotation,hflip,vflip", [(90, False, False), (180, False, False),
+                                                   (0, True, False), (0, False, True),
+                                                   (-90, True, False)])
+def test_frames_are_read_as_a_player_shows_them(tmp_path: Path, rotation: int, hflip: bool,
+                                                vflip: bool) -> None:
+    """PyAV's ``set_display_rotation``: turn counter-clockwise by ``rotation``, then mirror.
+    The stored frames are made so that a player shows ``shown``."""
+    shown = face_frames(2)[0]
+    stored = shown[:, ::-1] if hflip else shown[::-1] if vflip else shown
+    stored = np.ascontiguousarray(np.rot90(stored, -rotation // 90))
+    clip = tmp_path / "c.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = stored.shape[1], stored.shape[0], "yuv420p"
+        stream.set_display_rotation(rotation, hflip=hflip, vflip=vflip)
+        frame = av.VideoFrame.from_ndarray(stored, format="rgb24")
+        frame.pts = 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    (read,) = decoded(clip)
+    assert read.shape == shown.shape and np.abs(read.astype(float) - shown).mean() < 4
+
+
 def test_a_rotated_phone_clip_is_read_and_written_upright(pipeline: Anonymizer,
                                                           tmp_path: Path) -> None:
     """A clip stored sideways with a display rotation (as phones record portrait video) is
@@ -387,12 +410,16 @@ def test_eval_finds_the_frames_left_visible(pipeline: Anonymizer, tmp_path: Path
             rgb[y1 + 5:y2, x1:x2] = 90  # all but frame 3 hidden
         hidden.append(rgb)
     anon = write_clip(tmp_path / "anon.mkv", hidden, audio=False)
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(anon.read_bytes()[:300])
     figures = evaluate_clips([ClipPair("clip.mkv", clip, clip, {}),
                               ClipPair("anon.mkv", clip, anon, {"video": {
-                                  "frames_per_second": 2.5}})],
+                                  "frames_per_second": 2.5}}),
+                              ClipPair("damaged.mkv", clip, damaged, {})],
                              pipeline.detector, pipeline.recognizer,
                              pipeline.recognizer.match_threshold)
     same, hid = figures["clips"]["clip.mkv"], figures["clips"]["anon.mkv"]
+    assert "not a readable video" in figures["clips"]["damaged.mkv"]["error"]
     assert same["frames_left_visible"] == 10 and same["jitter_ratio"] == pytest.approx(1.0)
     assert same["identity_consistency"] == 1.0
     assert hid["visible_frames"] == [3] and hid["frames_per_second"] == 2.5

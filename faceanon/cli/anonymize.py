@@ -37,8 +37,9 @@ def anonymize(input_path: Path = typer.Argument(..., metavar="INPUT",
                                                    "are (default: keyed pseudonyms)."),
               reversible: bool = typer.Option(
                   False, "--reversible", help="Store with each output image its original "
-                  "pixels (with each clip its original file), encrypted under --key (AES-256-GCM), for `faceanon restore`. ANYONE "
-                  "WHO HAS THE KEY CAN RESTORE THE ORIGINAL FACES from the output."),
+                  "pixels (with each clip its original file), encrypted under --key "
+                  "(AES-256-GCM), for `faceanon restore`. ANYONE WHO HAS THE KEY CAN RESTORE "
+                  "THE ORIGINAL FACES from the output."),
               device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
               batch_size: int = typer.Option(8, "--batch-size", min=1,
                                              help="Images per detection/generation batch."),
@@ -73,7 +74,7 @@ def restore(anon: Path = typer.Argument(..., metavar="ANON", help="Output of `fa
             json_out: bool = typer.Option(False, "--json", help="Print a JSON summary.")) -> None:
     """Put back the originals of a reversible output, under their original names: pixels
     identical to the decoded originals (JPEG originals are written as NAME.jpg.png), clips
-    byte-identical to the input files.
+    byte-identical to the input files (a single clip is written to --out).
 
     An image whose payload does not open (wrong key, altered, moved to another image) or whose
     published file was changed is not written: one error line each, exit 1. Re-run to resume.

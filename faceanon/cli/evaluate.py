@@ -110,7 +110,7 @@ def eval_table(report: dict[str, Any]) -> Any:
 @app.command()
 @user_errors
 def audit(out_path: Path = typer.Argument(..., metavar="OUT",
-                                          help="Anonymized folder or .h5 archive to be published."),
+                                          help="Anonymized folder, .h5 archive or clip to be published."),
           orig: Optional[Path] = typer.Option(
               None, "--orig", help="The originals: also check that no face still matches its "
                                    "original (default for the other checks: the input named "

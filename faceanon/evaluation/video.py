@@ -24,6 +24,7 @@ import numpy as np
 
 from faceanon import records, video
 from faceanon.detect import Detector
+from faceanon.errors import FaceanonError
 from faceanon.identity import Recognizer, cosine_similarity
 from faceanon.tracking import Detections, link, match_faces
 
@@ -168,15 +169,20 @@ def _jitter(seen: list[_Seen], tracks: list[list[tuple[int, int]]]
 
 def evaluate_clips(pairs: list[ClipPair], detector: Detector, recognizer: Recognizer,
                    threshold: float, progress: Progress | None = None) -> dict[str, Any]:
-    """Every clip's figures, and the totals over them."""
+    """Every clip's figures, and the totals over them; a clip that cannot be read (damaged
+    after anonymizing) gets ``{"error": reason}`` and counts in no total."""
     evaluator = ClipEvaluator(detector, recognizer, threshold)
     clips: dict[str, Any] = {}
     for n, pair in enumerate(pairs):
-        clips[pair.name] = evaluator.evaluate(pair)
+        try:
+            clips[pair.name] = evaluator.evaluate(pair)
+        except FaceanonError as e:
+            clips[pair.name] = {"error": e.reason}
         if progress:
             progress(n + 1, len(pairs))
-    frames = sum(c["frames"] for c in clips.values())
-    visible = sum(c["frames_left_visible"] for c in clips.values())
+    measured = [c for c in clips.values() if "error" not in c]
+    frames = sum(c["frames"] for c in measured)
+    visible = sum(c["frames_left_visible"] for c in measured)
     return {"recognizer": {"name": recognizer.name, "threshold": threshold},
             "clips": clips, "frames": frames, "frames_left_visible": visible}
 
@@ -193,6 +199,9 @@ def video_lines(report: dict[str, Any]) -> list[str]:
              f"{videos['recognizer']['threshold']:.3f}): {videos['frames_left_visible']} of "
              f"{videos['frames']} frames with an original face left visible"]
     for name, c in videos["clips"].items():
+        if "error" in c:
+            lines.append(f"  {name}: not measured: {c['error']}")
+            continue
         lines.append(f"  {name}: {c['frames']} frames, {c['tracks']} tracks; left visible "
                      f"{c['frames_left_visible']} {c['visible_frames'][:20]}; consistency "
                      f"{fmt(c['identity_consistency'], '.3f')} ({c['consistency_pairs']} pairs); "

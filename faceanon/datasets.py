@@ -61,6 +61,7 @@ ARCHIVE_FORMAT = "images"
 ARCHIVE_VERSION = 1
 ARCHIVE_SUFFIXES = (".h5", ".hdf5")
 PAYLOAD_SUFFIX = ".faceanon-restore"  # a folder output's sidecar: an image's restore payload
+TRIM_EVERY_S = 1.0  # a job returns free heap pages to the system at most this often
 _PAYLOAD_TAG = b"\x00payload\x00"  # staging-log names of payloads (no path holds a NUL byte)
 
 
@@ -583,8 +584,10 @@ class Job:
         total, seen = len(self.source), 0
         pending: list[tuple[Entry, dict[str, Any]]] = []
 
+        trimmed = time.monotonic()
+
         def flush() -> None:
-            nonlocal seen
+            nonlocal seen, trimmed
             if not pending:
                 return
             t0 = time.perf_counter()
@@ -594,7 +597,9 @@ class Job:
                 manifest.add(_record(rec, result, sink, self.output_name(entry), seconds))
             seen += len(pending)
             pending.clear()
-            release_free_memory()
+            if time.monotonic() - trimmed >= TRIM_EVERY_S:
+                release_free_memory()
+                trimmed = time.monotonic()
             if progress:
                 progress(seen, total)
 
@@ -692,7 +697,8 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> str:
 def release_free_memory() -> None:
     """Return the heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing).
 
-    Called after every batch, so that a run's memory follows what the current batch needs:
+    Called after batches (at most every ``TRIM_EVERY_S``, since the pages handed back are
+    faulted in again by the next batch), so that a run's memory follows what it needs now:
     glibc otherwise keeps the free pages of a heavy batch (many faces, large photos) for good,
     and a long run's peak grows with every heavier batch it meets (+13 % from 1,000 to 13,233
     LFW rows). Fixed mmap thresholds bound it too but slow torch by mapping every large tensor

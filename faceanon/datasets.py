@@ -699,10 +699,9 @@ def release_free_memory() -> None:
 
     Called after batches (at most every ``TRIM_EVERY_S``, since the pages handed back are
     faulted in again by the next batch), so that a run's memory follows what it needs now:
-    glibc otherwise keeps the free pages of a heavy batch (many faces, large photos) for good,
-    and a long run's peak grows with every heavier batch it meets (+13 % from 1,000 to 13,233
-    LFW rows). Fixed mmap thresholds bound it too but slow torch by mapping every large tensor
-    afresh; one trim per batch costs milliseconds."""
+    glibc otherwise keeps the free pages of a heavy batch (many faces, large photos) until the
+    end. Fixed mmap thresholds would bound it too, but slow torch by mapping every large tensor
+    afresh. (What grew most with a run's length was oneDNN's cache; see ``faceanon/__init__``.)"""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

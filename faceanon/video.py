@@ -54,6 +54,9 @@ _PLAIN_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "
                "language", "handler_name", "vendor_id", "duration"}
 _LOCATION_TAGS = ("location", "iso6709", "gps")
 
+# A display matrix as (counter-clockwise quarter turns, mirrored after them).
+Transform = tuple[int, bool]
+
 # What the edit callback returns for a frame that must be left out (``--no-face skip``).
 FrameEdit = Callable[[int, np.ndarray], "np.ndarray | None"]
 
@@ -109,11 +112,13 @@ def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
     try:
         stream = container.streams.video[0]
         count, last = 0, 0.0
+        transform: Transform | None = None
         with _reading(name):
             for frame in container.decode(stream):
                 count += 1
                 last = float(frame.time or 0.0)
-                yield last, upright(frame)
+                transform = transform or display_transform(frame)
+                yield last, upright(frame, transform)
         if count == 0:
             raise FaceanonError("no decodable video frame", name)
         _check_complete(stream, count, last, name)
@@ -153,11 +158,11 @@ def find_clip_metadata(data: bytes, name: str) -> list[Found]:
     return found
 
 
-def upright(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's pixels as a player shows them, by its display matrix: turned by quarter
-    turns (a portrait phone clip is stored sideways, turned -90 degrees), then mirrored left to
-    right where the matrix mirrors."""
-    turns, mirror = _display_transform(frame)
+def upright(frame: av.VideoFrame, transform: Transform) -> np.ndarray:
+    """The frame's pixels as a player shows them, by its clip's ``display_transform``: turned
+    by quarter turns (a portrait phone clip is stored sideways, turned -90 degrees), then
+    mirrored left to right where the matrix mirrors."""
+    turns, mirror = transform
     rgb = frame.to_ndarray(format="rgb24")
     if turns:
         rgb = np.rot90(rgb, turns)
@@ -166,8 +171,10 @@ def upright(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(rgb) if turns or mirror else rgb
 
 
-def _display_transform(frame: av.VideoFrame) -> tuple[int, bool]:
+def display_transform(frame: av.VideoFrame) -> Transform:
     """(counter-clockwise quarter turns, mirror after them) of the frame's display matrix.
+    Read from a clip's first frame only: the matrix belongs to the stream, and PyAV 18 leaks
+    memory on every ``side_data`` read (about 100 MB over 1,337 frames).
 
     FFmpeg's matrix maps a row vector ``[x y] @ [[a, b], [c, d]]``; a rotation by r degrees is
     ``[[cos r, -sin r], [sin r, cos r]]`` and a mirror multiplies the first column by -1
@@ -229,6 +236,7 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
             video_out = _video_stream(sink, video_in, fmt, size)
             audio_out = sink.add_stream_from_template(audio_in) if audio_in else None
             frames_in = frames_out = 0
+            transform: Transform | None = None
             for packet in source.demux(*(s for s in (video_in, audio_in) if s is not None)):
                 if packet.stream is audio_in:
                     if packet.dts is not None:
@@ -236,7 +244,8 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
                         sink.mux(packet)
                     continue
                 for frame in packet.decode():
-                    new = edit(frames_in, upright(frame))
+                    transform = transform or display_transform(frame)
+                    new = edit(frames_in, upright(frame, transform))
                     frames_in += 1
                     if new is not None:
                         frames_out += 1

@@ -5,10 +5,11 @@ label, located by EXIF GPS, described in an XMP packet, an ICC description or a 
 whole in an EXIF thumbnail, or simply left in an image that was copied through unchanged; and a
 private record copied into the output hands over every input path and hash. ``audit`` looks
 for each of these in what would be published (a folder, an archive or a clip; in a clip also
-its tags and further streams) and lists one finding per leak. The originals, needed for the name and copy checks, are ``orig`` or the input named
-in the output's private record; the face check (the evaluator's recognizer on original and
-anonymized faces, as ``faceanon eval`` measures anonymity) runs only when ``orig`` is given,
-since it costs a detection and an embedding per face.
+its tags and further streams) and lists one finding per leak. The originals, needed for the
+name and copy checks, are ``orig`` or the input named in the output's private record; the
+face check (the evaluator's recognizer on original and anonymized faces, as ``faceanon eval``
+measures anonymity) runs only when ``orig`` is given, since it costs a detection and an
+embedding per face.
 """
 
 from __future__ import annotations

@@ -179,6 +179,16 @@ def _path_and_label(source: str, label: str | None) -> tuple[bytes, bytes]:
     return os.fsencode(source), b"" if label is None else label.encode("utf-8")
 
 
+def _read_path_and_label(record: bytes, at: int, n_path: int, n_label: int
+                         ) -> tuple[str, str | None, int]:
+    """What ``_path_and_label`` wrote at ``at``: the path, the label and where they end."""
+    relpath = os.fsdecode(record[at:at + n_path])
+    at += n_path
+    if n_label == _NO_LABEL:
+        return relpath, None, at
+    return relpath, record[at:at + n_label].decode("utf-8"), at + n_label
+
+
 def _clip(name: str, published: bytes, opened: dict[tuple[int, int], bytes]) -> Restored:
     """The original clip from its opened records (part 0 carries the header)."""
     record = opened[CLIP, 0]
@@ -188,22 +198,16 @@ def _clip(name: str, published: bytes, opened: dict[tuple[int, int], bytes]) -> 
     missing = [k for k in range(1, n_parts) if (CLIP, k) not in opened]
     if missing:
         raise PayloadError(f"clip part {missing[0]} of {n_parts} missing from the payload", name)
-    at = _CLIP.size + n_path
-    label = None if n_label == _NO_LABEL else record[at:at + n_label].decode("utf-8")
-    at += 0 if n_label == _NO_LABEL else n_label
+    relpath, label, at = _read_path_and_label(record, _CLIP.size, n_path, n_label)
     file = b"".join([record[at:], *(opened[CLIP, k] for k in range(1, n_parts))])
-    return Restored(None, os.fsdecode(record[_CLIP.size:_CLIP.size + n_path]), label, file=file)
+    return Restored(None, relpath, label, file=file)
 
 
 def _rebuild(name: str, pixels: np.ndarray, opened: dict[tuple[int, int], bytes]) -> Restored:
     """The original from the decoded published image and the opened records."""
     record = opened.pop((IMAGE, 0))
     digest, h, w, n_path, n_label = _IMAGE.unpack_from(record)
-    at = _IMAGE.size
-    relpath = os.fsdecode(record[at:at + n_path])
-    at += n_path
-    label = None if n_label == _NO_LABEL else record[at:at + n_label].decode("utf-8")
-    at += 0 if n_label == _NO_LABEL else n_label
+    relpath, label, at = _read_path_and_label(record, _IMAGE.size, n_path, n_label)
     if pixels.shape[:2] != (h, w):
         raise PayloadError(f"published image is {pixels.shape[1]}x{pixels.shape[0]}, its "
                            f"payload was made for {w}x{h}", name)

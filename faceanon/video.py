@@ -117,7 +117,8 @@ def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
             for frame in container.decode(stream):
                 count += 1
                 last = float(frame.time or 0.0)
-                transform = transform or display_transform(frame)
+                if transform is None:
+                    transform = display_transform(frame)
                 yield last, upright(frame, transform)
         if count == 0:
             raise FaceanonError("no decodable video frame", name)
@@ -244,7 +245,8 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
                         sink.mux(packet)
                     continue
                 for frame in packet.decode():
-                    transform = transform or display_transform(frame)
+                    if transform is None:
+                        transform = display_transform(frame)
                     new = edit(frames_in, upright(frame, transform))
                     frames_in += 1
                     if new is not None:

@@ -124,13 +124,14 @@ def run_with_progress(label: str, job_fn: Callable[..., Any], *args: Any,
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:
         task = bar.add_task(label, total=None)
-        frames = [bar.add_task("", total=None, visible=False)]
+        frames: list[Any] = []  # the bar of the clip stage in hand
 
         def clip_progress(stage: str, done: int, total: int | None) -> None:
             if done == 1:  # a new stage: a fresh bar, so no total or speed carries over
-                bar.remove_task(frames[0])
-                frames[0] = bar.add_task(f"  clip: {stage} frames", total=total)
-            bar.update(frames[0], completed=done, visible=done != total)
+                if frames:
+                    bar.remove_task(frames.pop())
+                frames.append(bar.add_task(f"  clip: {stage} frames", total=total))
+            bar.update(frames[-1], completed=done, visible=done != total)
 
         return job_fn(*args, progress=lambda done, total: bar.update(task, completed=done,
                                                                      total=total),

@@ -15,6 +15,7 @@ pose as a ``PoseGoal`` of landmarks first; the warp then refines what is left.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,6 +25,7 @@ import torch
 
 from faceanon.align import template_points
 from faceanon.errors import FaceanonError
+from faceanon.memo import Memo
 
 if TYPE_CHECKING:
     from faceanon.generators import PoseGoal
@@ -128,12 +130,16 @@ def smooth_warp(image: np.ndarray, src: np.ndarray, dst: np.ndarray, sigma: floa
     h, w = image.shape[:2]
     dst = np.asarray(dst, np.float64)
     back = np.asarray(src, np.float64) - dst  # at an output point near dst_i, sample at +back_i
-    ys, xs = np.mgrid[0:h, 0:w]
-    grid = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
     s2 = 2 * (sigma * w) ** 2
-    weights = np.exp(-((grid[:, None, :] - dst[None]) ** 2).sum(-1) / s2)
-    field = weights @ back / (weights.sum(1, keepdims=True) + np.exp(-2.0))
-    maps = (grid + field).reshape(h, w, 2).astype(np.float32)
+    # A Gaussian is separable, exp(-(dx² + dy²)/s2) = exp(-dx²/s2) exp(-dy²/s2), so the
+    # weighted sums over the landmarks are (H, n) @ (n, W) products: the field costs
+    # O((H + W) n) exponentials instead of O(H W n).
+    wy = np.exp(-(np.arange(h)[:, None] - dst[None, :, 1]) ** 2 / s2)  # (H, n)
+    wx = np.exp(-(np.arange(w)[:, None] - dst[None, :, 0]) ** 2 / s2)  # (W, n)
+    total = wy @ wx.T + np.exp(-2.0)
+    field = np.stack([(wy * back[:, k]) @ wx.T for k in (0, 1)], -1) / total[..., None]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    maps = (np.stack([xs, ys], -1) + field).astype(np.float32)
     return cv2.remap(image, maps[..., 0], maps[..., 1], cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REFLECT_101)
 
@@ -142,10 +148,15 @@ class LandmarkWarp:
     """The default ``PoseTransfer``: a landmark-driven smooth warp through a PoseBasis, on
     crops of ``template`` (the generator's)."""
 
+    MEMO_FACES = 64
+
     def __init__(self, basis: PoseBasis, landmarks68: Landmarks68, template: str) -> None:
         self.basis = basis
         self.landmarks68 = landmarks68
         self.template = template
+        # The virtual faces' landmarks, by the faces' bytes: a clip's track re-poses one face
+        # in every frame (``faceanon.memo``).
+        self._virtual: Memo[np.ndarray] = Memo(self.MEMO_FACES)
 
     def landmarks(self, crop: np.ndarray) -> np.ndarray:
         """68 landmarks of the face that an aligned crop holds (its 5 points are the template's)."""
@@ -160,7 +171,10 @@ class LandmarkWarp:
     def __call__(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray:
         size = virtual.shape[1]
         l_o = self.landmarks(original)
-        l_v = self.landmarks(virtual)
+        name = hashlib.blake2b(virtual.tobytes(), digest_size=16).digest()
+        l_v = self._virtual.find(name)
+        if l_v is None:
+            l_v = self._virtual.put(name, self.landmarks(virtual))
         shift = self.basis.pose_part(l_o - l_v, size)
         # A 2-D warp cannot turn a head: beyond a few pixels it distorts instead, so each
         # landmark's shift is capped (large pose differences are only partly transferred).

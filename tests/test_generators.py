@@ -108,3 +108,28 @@ def test_pose_control_is_a_capability_the_generator_declares(tiny_weights: Path)
     assert list(anonymizer.settings["models"]) == ["tiny-p", "tiny-g", basis_name, "tiny-lp"]
     assert list(build_anonymizer("ivfg", KEY, device="cpu").settings["models"]) == \
         ["tiny-p", "tiny-g"], "ivfg does not pose: the pose control's weights are not its"
+
+
+def test_a_virtual_face_asked_for_again_is_not_drawn_again(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Every frame of a clip's track asks for the same virtual face: it is drawn once, and the
+    face kept is the very face a fresh draw gives."""
+    from faceanon.methods.virtual_faces import VirtualFaceReplacer
+
+    generator = create_model("face-generator")
+    drawn: list[int] = []
+    generate = generator.generate
+    monkeypatch.setattr(generator, "generate", lambda codes, key, attempt=0:
+                        drawn.append(len(codes)) or generate(codes, key, attempt))
+    codes = np.random.default_rng(0).normal(size=(3, 128)).astype(np.float32)
+    replacer = VirtualFaceReplacer(generator, KEY)
+    size = generator.crop_size
+    crops = np.zeros((3, size, size, 3), np.uint8)  # unused: faces come from the codes alone
+    first = replacer.new_faces(crops[:2], codes[:2], 0)
+    again = replacer.new_faces(crops, codes[[1, 0, 2]], 0)
+    retry = replacer.new_faces(crops[:1], codes[:1], 1)
+    assert drawn == [2, 1, 1], "only the faces not drawn before are drawn"
+    fresh = VirtualFaceReplacer(create_model("face-generator"), KEY)
+    assert np.array_equal(again, fresh.new_faces(crops, codes[[1, 0, 2]], 0))
+    assert np.array_equal(again[:2], first[[1, 0]])
+    assert not np.array_equal(retry[0], first[0]), "a retry is another face"

@@ -107,7 +107,10 @@ class VideoAnonymizer:
 
     def identity_codes(self, data: bytes, name: str, tracks: list[Track]) -> np.ndarray:
         """(tracks, D): each track's identity code, the unit mean of the unit embeddings of its
-        best frames (the generator normalizes its input, so the length carries nothing)."""
+        best frames (the generator normalizes its input, so the length carries nothing); zeros
+        for a method that draws nothing from them (blur, pixelate), without reading the clip."""
+        if not self.anonymizer.replacer.draws_from_identity:
+            return np.zeros((len(tracks), self.anonymizer.recognizer.dim))
         wanted: dict[int, list[int]] = {}
         for k, track in enumerate(tracks):
             for frame in best_frames(track):

@@ -344,6 +344,25 @@ def test_one_identity_code_per_track(pipeline: Anonymizer, tmp_path: Path) -> No
     assert len(np.unique(codes[matching].round(6), axis=0)) == 1
 
 
+def test_blur_reads_no_identity_codes(pipeline: Anonymizer, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """blur and pixelate draw nothing from an identity: a clip is not read again for codes."""
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(6), audio=False)
+    embedded: list[int] = []
+    embed = pipeline.recognizer.embed_faces
+    monkeypatch.setattr(pipeline.recognizer, "embed_faces",
+                        lambda rgb, marks: embedded.append(len(marks)) or embed(rgb, marks))
+    _, report = VideoAnonymizer(pipeline).anonymize(clip.read_bytes(), clip.name)
+    # The post-check alone: each face's original and its output, once per frame.
+    assert report.faces == 6 and sum(embedded) == 2 * report.faces
+    embedded.clear()
+    drawn = VideoAnonymizer(using(pipeline, Recorder()))
+    tracks, _ = drawn.track(clip.read_bytes(), clip.name)
+    _, report = drawn.anonymize(clip.read_bytes(), clip.name)
+    # A method that draws from identities: the best frames of each track besides.
+    assert sum(embedded) == 2 * report.faces + sum(len(best_frames(t)) for t in tracks)
+
+
 def test_a_face_that_cannot_be_replaced_is_obscured(pipeline: Anonymizer,
                                                      tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)

@@ -99,6 +99,9 @@ class FaceReplacer(ABC):
     """An anonymization method, as the pipeline uses it."""
 
     post_check: ClassVar[PostCheck] = UNRECOGNISABLE
+    # Whether new faces are drawn from ``FaceBatch.identities``: a clip's tracks need identity
+    # codes (an extra pass over the clip) only for such methods.
+    draws_from_identity: ClassVar[bool] = True
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from faceanon.obscure import obscure
 class ObscureBoxes(FaceReplacer):
     """Blurs (``cells`` None) or pixelates each face box; nothing to align, nothing to retry."""
 
+    draws_from_identity = False
+
     def __init__(self, cells: int | None) -> None:
         self.cells = cells
 

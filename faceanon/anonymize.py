@@ -118,16 +118,17 @@ class Anonymizer:
                       seal=seal)
 
     def replace_faces(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
-                      identities: np.ndarray | None = None
+                      identities: np.ndarray | None = None, attempts: np.ndarray | None = None
                       ) -> dict[int, tuple[np.ndarray, dict[str, Any]]]:
         """Every face of every image replaced and checked; the new images and their reports.
 
         ``identities`` (one row per face, in ``faces`` order) are the codes the new faces are
         drawn from where they are not the faces' own embeddings (a video: one per track); the
-        post-check compares with each face's own all the same."""
+        post-check compares with each face's own all the same. ``attempts`` (one per face,
+        default 0) are the draws they start from (a video: the one chosen for each track)."""
         if not images:
             return {}
-        batch = self._batch(images, faces, identities)
+        batch = self._batch(images, faces, identities, attempts)
         small = np.linalg.norm(batch.landmarks[:, 1] - batch.landmarks[:, 0], axis=1) \
             < MIN_EYE_DISTANCE
         flags: list[str | None] = ["too small; fail-safe" if s else None for s in small]
@@ -158,8 +159,20 @@ class Anonymizer:
                                                   np.flatnonzero(batch.owners == i)]))
                 for i in images}
 
+    def shortfall_of_new_faces(self, images: dict[int, np.ndarray],
+                               faces: dict[int, list[Face]], identities: np.ndarray,
+                               attempt: int) -> np.ndarray:
+        """Per face: the post-check's shortfall (``PostCheck.shortfall``) of new faces drawn
+        from ``identities`` at ``attempt``, with no retry: what a clip's track is judged by
+        before its attempt is chosen."""
+        batch = self._batch(images, faces, identities, np.full(len(identities), attempt))
+        return self.replacer.post_check.shortfall(
+            self.similarity(self.replacer.replace(batch).images, batch),
+            self.recognizer.match_threshold)
+
     def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
-               codes: np.ndarray | None = None) -> FaceBatch:
+               codes: np.ndarray | None = None, attempts: np.ndarray | None = None
+               ) -> FaceBatch:
         """The faces of ``images`` in one order, with the identity embeddings of the originals:
         the generator's input (E) and the post-check's reference (R), one network in KFAAR.
         One face per call, so that a face's embedding (and so its virtual face) does not depend
@@ -170,16 +183,22 @@ class Anonymizer:
         identities = np.concatenate([self.recognizer.embed_faces(images[i], lm[None])
                                      for i, lm in zip(owners, landmarks)])
         return FaceBatch(images, owners, landmarks, boxes,
-                         identities if codes is None else codes, identities)
+                         identities if codes is None else codes, identities,
+                         np.zeros(len(owners), int) if attempts is None
+                         else np.asarray(attempts, int))
+
+    def similarity(self, outputs: dict[int, np.ndarray], batch: FaceBatch) -> np.ndarray:
+        """Per face: the recognizer's cosine between the output there and the original."""
+        after = np.concatenate([self.recognizer.embed_faces(outputs[i],
+                                                            batch.landmarks[batch.owners == i])
+                                for i in outputs])
+        return cosine_similarity(after, batch.originals)
 
     def post_check_fails(self, outputs: dict[int, np.ndarray], batch: FaceBatch) -> np.ndarray:
         """Per face: whether the recognizer's verdict on the output is not what the method's
         post-check demands."""
-        after = np.concatenate([self.recognizer.embed_faces(outputs[i],
-                                                            batch.landmarks[batch.owners == i])
-                                for i in outputs])
-        matches = cosine_similarity(after, batch.originals) > self.recognizer.match_threshold
-        return ~matches if self.replacer.post_check.must_match else matches
+        return self.replacer.post_check.shortfall(self.similarity(outputs, batch),
+                                                  self.recognizer.match_threshold) > 0
 
 
 def passes(counts: Sequence[int], limit: int) -> list[list[int]]:

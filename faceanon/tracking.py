@@ -28,6 +28,7 @@ MAX_GAP = 5       # frames: the longest detector miss bridged inside a track
 MIN_IOU = 0.3     # overlap of a detection with a track's predicted box to join it
 WINDOW = 7        # frames in the centred smoothing window
 BEST_FRAMES = 5   # frames a track's identity is computed from
+SPREAD_FRAMES = 8  # frames spread over a track, besides its best, that its first attempt is tried on
 
 
 @dataclass(frozen=True)
@@ -208,3 +209,13 @@ def best_frames(track: Track, k: int = BEST_FRAMES) -> np.ndarray:
     quality = np.where(track.detected, quality, -np.inf)
     order = np.argsort(-quality, kind="stable")[:min(k, int(track.detected.sum()))]
     return np.sort(track.frames[order])
+
+
+def sample_frames(track: Track, spread: int = SPREAD_FRAMES) -> np.ndarray:
+    """The frames a track's virtual face is tried on before the clip is written: its best
+    frames and ``spread`` frames evenly over it (so a turn of the head late in the clip is
+    among them), in order, without repeats."""
+    even = track.frames[np.linspace(0, len(track) - 1, min(spread, len(track))).round()
+                        .astype(int)]
+    return np.union1d(best_frames(track), even)
+

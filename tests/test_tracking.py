@@ -1,12 +1,14 @@
 """Tracking on made-up detections: linking, bridging a detector miss, smoothing without lag, and
-the frames a track's identity comes from."""
+the frames a track's identity comes from and those its virtual face is tried on."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from faceanon.tracking import (MAX_GAP, Detections, best_frames, link, smooth_series,
-                               track_faces)
+from faceanon.tracking import (BEST_FRAMES, MAX_GAP, SPREAD_FRAMES, Detections, best_frames,
+                               link, sample_frames, smooth_series, track_faces)
 
 
 def face(x: float, y: float = 100.0, side: float = 80.0, turn: float = 0.0) -> tuple:
@@ -87,3 +89,17 @@ def test_best_frames_are_large_frontal_detected_ones() -> None:
     best = best_frames(track, 3)
     assert all(i % 2 == 0 and i != 18 for i in best)  # frontal (even) frames only
     assert list(best) == [12, 14, 16]
+
+
+def test_a_track_is_sampled_at_its_best_frames_and_evenly_over_it() -> None:
+    frames = [Detections(np.array([[10.0 + t, 10, 60 + t, 70]]),
+                         np.array([[[25.0 + t, 30], [45 + t, 30], [35 + t, 42], [27 + t, 55],
+                                    [43 + t, 55]]]), np.array([0.99])) for t in range(40)]
+    track, = link(frames)
+    sampled = sample_frames(track)
+    assert set(best_frames(track)) <= set(sampled.tolist())
+    assert sampled[0] == 0 and sampled[-1] == 39, "the ends are tried, where a head may turn"
+    assert np.all(np.diff(sampled) > 0) and len(sampled) <= BEST_FRAMES + SPREAD_FRAMES
+    short = replace(track, boxes=track.boxes[:3], landmarks=track.landmarks[:3],
+                    scores=track.scores[:3], detected=track.detected[:3])
+    assert sample_frames(short).tolist() == [0, 1, 2]

@@ -29,7 +29,7 @@ from faceanon.errors import FaceanonError
 from faceanon.evaluation.video import ClipPair, evaluate_clips
 from faceanon.methods.aligned import AlignedReplacer
 from faceanon.methods.base import FaceReplacer
-from faceanon.tracking import best_frames
+from faceanon.tracking import best_frames, sample_frames
 
 
 runner = CliRunner()
@@ -54,6 +54,19 @@ class Unchanged(Recorder):
 
     def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
         return crops.copy()
+
+
+class PassesFromAttempt(Recorder):
+    """A method that gives back the original face at attempt 0 and draws grey faces from
+    attempt 1 on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[int] = []
+
+    def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
+        self.attempts += [attempt] * len(crops)
+        return crops.copy() if attempt == 0 else np.full_like(crops, 128)
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +344,11 @@ def test_one_identity_code_per_track(pipeline: Anonymizer, tmp_path: Path) -> No
     main = max(tracks, key=len)
     _, report = videos.anonymize(data, clip.name)
     codes = np.stack(recorder.codes)
-    assert report.faces == len(codes) >= 12
+    # Each face once, and each track's sampled frames once more when its attempt was chosen
+    # (grey faces pass at the first).
+    tried = sum(len(sample_frames(t)) for t in tracks)
+    assert report.faces >= 12 and len(codes) == report.faces + tried
+    assert report.redrawn_tracks == 0
     # The main track's faces are all drawn from one code, the mean of its best frames.
     frames = decoded(clip)
     best = best_frames(main)
@@ -340,7 +357,7 @@ def test_one_identity_code_per_track(pipeline: Anonymizer, tmp_path: Path) -> No
     mean = (own / np.linalg.norm(own, axis=1, keepdims=True)).mean(0)
     mean /= np.linalg.norm(mean)
     matching = np.isclose(codes @ mean, 1.0, atol=1e-5)
-    assert matching.sum() == len(main)
+    assert matching.sum() == len(main) + len(sample_frames(main))
     assert len(np.unique(codes[matching].round(6), axis=0)) == 1
 
 
@@ -359,8 +376,30 @@ def test_blur_reads_no_identity_codes(pipeline: Anonymizer, tmp_path: Path,
     drawn = VideoAnonymizer(using(pipeline, Recorder()))
     tracks, _ = drawn.track(clip.read_bytes(), clip.name)
     _, report = drawn.anonymize(clip.read_bytes(), clip.name)
-    # A method that draws from identities: the best frames of each track besides.
-    assert sum(embedded) == 2 * report.faces + sum(len(best_frames(t)) for t in tracks)
+    # A method that draws from identities: the best frames of each track besides, and its
+    # sampled frames (original and output) when its attempt is chosen.
+    assert sum(embedded) == 2 * report.faces + sum(len(best_frames(t)) + 2 * len(sample_frames(t))
+                                                   for t in tracks)
+
+
+def test_a_track_starts_from_the_first_attempt_that_passes_on_its_sampled_frames(
+        pipeline: Anonymizer, tmp_path: Path) -> None:
+    """Had the first attempt been kept, every frame would have been drawn again on its own
+    (flagged); the track is tried first and starts at the attempt that passes, so every frame
+    gets the same virtual face and none is flagged."""
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
+    method = PassesFromAttempt()
+    videos = VideoAnonymizer(using(pipeline, method))
+    tracks, _ = videos.track(clip.read_bytes(), clip.name)
+    tried = sum(len(sample_frames(t)) for t in tracks)
+    data, report = videos.anonymize(clip.read_bytes(), clip.name)
+    assert report.redrawn_tracks == report.tracks == len(tracks) >= 1
+    assert report.flagged_frames == 0 and report.faces >= 8
+    assert method.attempts == [0] * tried + [1] * tried + [1] * report.faces
+    (tmp_path / "anon.mp4").write_bytes(data)
+    for a, b in zip(decoded(clip), decoded(tmp_path / "anon.mp4")):
+        for face in pipeline.detector(a):
+            assert face_change(a, b, face.box) > 8
 
 
 def test_a_face_that_cannot_be_replaced_is_obscured(pipeline: Anonymizer,

@@ -44,7 +44,7 @@ class AlignedReplacement(Replacement):
         self.method, self.batch = method, batch
         self.crops, self.mats = align_all(batch.images, batch.owners, batch.landmarks,
                                           method.template, method.crop_size)
-        self.new = method.new_faces(self.crops, batch.identities, 0)
+        self.new = self._draw(np.arange(len(batch.owners)), 0)
         # Landmarks of profile or occluded faces can put the aligned crop beside the face:
         # where the pasted region misses much of the detector's box, the new face is no use.
         mask = ellipse_mask(method.template, method.crop_size)
@@ -53,9 +53,20 @@ class AlignedReplacement(Replacement):
         super().__init__(self._paste(), missed)
 
     def retry(self, which: np.ndarray, attempt: int) -> dict[int, np.ndarray]:
-        self.new[which] = self.method.new_faces(self.crops[which], self.batch.identities[which],
-                                                attempt)
+        faces = np.flatnonzero(which)
+        self.new[faces] = self._draw(faces, attempt)
         return self._paste()
+
+    def _draw(self, faces: np.ndarray, retry: int) -> np.ndarray:
+        """New crops for ``faces`` (indices), each at its own first attempt plus ``retry``: one
+        call per attempt, since a new face does not depend on the others drawn with it."""
+        attempts = self.batch.attempts[faces] + retry
+        new = np.empty((len(faces), *self.crops.shape[1:]), np.uint8)
+        for attempt in np.unique(attempts):
+            these = faces[attempts == attempt]
+            new[attempts == attempt] = self.method.new_faces(
+                self.crops[these], self.batch.identities[these], int(attempt))
+        return new
 
     def _paste(self) -> dict[int, np.ndarray]:
         owners = self.batch.owners

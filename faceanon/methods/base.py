@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # the CLI lists the methods without loading torch
 class FaceBatch:
     """Every face of a batch of images, in one order: the image it is in (``owners``, keys of
     ``images``), its 5 landmarks, its detector box, the identity code its new face is drawn
-    from, and its own identity embedding."""
+    from, its own identity embedding, and the attempt its new face is drawn at first."""
 
     images: dict[int, np.ndarray]
     owners: np.ndarray      # (N,)
@@ -35,6 +35,9 @@ class FaceBatch:
     # (N, D): the post-check's reference, each face's own embedding. For an image it is the
     # generator's input too; a video's faces are drawn from one code per track instead.
     originals: np.ndarray
+    # (N,) int: 0 for an image; a clip's track starts all its faces at the attempt chosen for
+    # it (faceanon.anonymize_video), and a retry counts on from there.
+    attempts: np.ndarray
 
 
 @dataclass
@@ -64,6 +67,11 @@ class PostCheck:
     must_match: bool
     failure: str  # the manifest's flag for a face that fails the check
     gave_up: str  # and what became of it once the retries are spent
+
+    def shortfall(self, similarity: np.ndarray, threshold: float) -> np.ndarray:
+        """Per face: how far the recognizer's cosine to the original lies on the wrong side of
+        ``threshold`` (above 0: the check fails; how far below 0: the margin it passes by)."""
+        return threshold - similarity if self.must_match else similarity - threshold
 
     @property
     def fail_safe(self) -> bool:

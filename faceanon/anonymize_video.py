@@ -8,8 +8,8 @@ The clip is read several times and written once, so no decoded frame is ever hel
 2. each track's identity code is the mean embedding of its best frames (largest, most frontal),
    so a person is one virtual person for the whole clip, whatever the angle of each frame;
 3. each track's virtual face is tried on a sample of its frames, and the track starts from the
-   first attempt (0, then the retries' draws) that passes the post-check there with a margin
-   (``TRACK_MARGIN``), one more pass per attempt tried. A face that fails the check in a frame
+   first attempt (0, then other draws, up to ``TRACK_DRAWS``) that passes the post-check there
+   with a margin (``TRACK_MARGIN``), one more pass per attempt tried. A face that fails the check in a frame
    is drawn again for that frame alone, which shows another virtual person there; a track whose
    face passes only narrowly would fail in many frames (on a real talking-head clip, 92 of 249
    frames before this step);
@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from faceanon import video
-from faceanon.anonymize import RETRIES, Anonymizer
+from faceanon.anonymize import Anonymizer
 from faceanon.composite import apply_no_face_policy
 from faceanon.datasets import FAILED, NO_FACE, OK, Entry, Result
 from faceanon.detect import Face
@@ -49,6 +49,10 @@ FrameProgress = Callable[[str, int, "int | None"], None]
 # recognizer, on two real clips), so the worst of a sample passing by this much leaves few
 # frames to fail.
 TRACK_MARGIN = 0.02
+# Draws a track is tried with, first to last: more than an image's retries, since a whole
+# clip's frames hang on the choice and a draw costs only a sample of frames. On the talking-head
+# clip under one key the first three passed by less than the margin and the fourth by 0.069.
+TRACK_DRAWS = 6
 
 
 @dataclass
@@ -150,9 +154,9 @@ class VideoAnonymizer:
         if not self.anonymizer.replacer.draws_from_identity:
             return np.zeros(len(tracks), int)
         chosen = np.full(len(tracks), -1)
-        worst = np.full((len(tracks), RETRIES + 1), np.inf)
+        worst = np.full((len(tracks), TRACK_DRAWS), np.inf)
         samples = [sample_frames(t) for t in tracks]
-        for attempt in range(RETRIES + 1):
+        for attempt in range(TRACK_DRAWS):
             pending = np.flatnonzero(chosen < 0)
             if not len(pending):
                 break

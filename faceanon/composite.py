@@ -176,6 +176,10 @@ def paste(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndar
         inside = cv2.warpAffine(np.ones(image.shape[:2], np.float32), m, (w, h),
                                 flags=cv2.INTER_LINEAR, borderValue=0.0) > 0.999
         new = _match_colour(new, old, mask, inside)
+    if is_grey(image):
+        # A grey photo stays grey: matching cannot take all the colour out of a generated face
+        # (its contrast is clipped), and a tinted face in a grey photo gives the paste away.
+        new = np.repeat(cv2.cvtColor(new, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
     roi = m.copy()
     roi[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
     size = (x1 - x0, y1 - y0)
@@ -188,6 +192,11 @@ def paste(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndar
     region = out[y0:y1, x0:x1].astype(np.float32)
     out[y0:y1, x0:x1] = np.clip(region + alpha * (face - region) + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an RGB image has no colour at all (a grey photo decoded to three channels)."""
+    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
 
 
 def paste_faces(image: np.ndarray, crops: np.ndarray, matrices: np.ndarray,

@@ -4,8 +4,9 @@ but that face recognition still matches to the right person.
 Li et al. re-synthesise chosen facial parts with a conditional GAN trained under an identity
 loss; the number of parts changed trades recognisability for people against recognition for
 machines. faceanon has no such generator, so it gets the trade-off by optimisation, face by
-face, on aligned crops of ``TEMPLATE`` at 128 px (the shipped generator's, so that both
-methods cut the same region of the face):
+face, on aligned crops of ``TEMPLATE`` at 128 px (the template its strengths were measured
+on; the paste region is placed by the landmarks, so it is the same part of the face as the
+generator methods' on any template):
 
 1. a heavy appearance change: the face is blurred at a scale set by ``strength`` (sigma 0.12
    of the crop's width at 1.0, half of the eye-to-eye distance there);

@@ -56,6 +56,19 @@ def test_colour_is_matched_to_the_replaced_face(
     assert abs(shift(matched)) < 5.0
 
 
+def test_a_grey_photo_stays_grey(face: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """A colour face pasted into a grey photo comes out grey; into a colour photo, in colour."""
+    img, crop, m = face
+    grey = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+    tinted = np.clip(crop[::-1].astype(int) + [40, 0, -40], 0, 255).astype(np.uint8)  # another face
+    out = paste(grey, tinted, m)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    region = face_region(ellipse_mask(), m, img.shape)
+    assert np.abs(out[region].astype(float) - grey[region]).mean() > 3, "the face was pasted"
+    coloured = paste(img, tinted, m)
+    assert np.abs(coloured[..., 0].astype(int) - coloured[..., 2])[region].mean() > 5
+
+
 def test_border_face_and_overlapping_faces() -> None:
     img = np.full((200, 300, 3), 100, np.uint8)
     tpl = template_points("faceanon", 128)

@@ -20,7 +20,7 @@ from faceanon.nets.projector import KeyProjector
 from faceanon.nets.stylegan2 import Generator, preset
 
 KEY = keys.Key(bytes(range(32)), 0)
-TEMPLATE, CROP = "face", 96  # not the shipped generator's ("faceanon", 128)
+TEMPLATE, CROP = "faceanon", 96  # not the shipped generator's ("face", 128)
 
 
 def register_tiny_generator(folder: Path, **declared: object) -> None:

@@ -129,8 +129,7 @@ class Anonymizer:
         if not images:
             return {}
         batch = self._batch(images, faces, identities, attempts)
-        small = np.linalg.norm(batch.landmarks[:, 1] - batch.landmarks[:, 0], axis=1) \
-            < MIN_EYE_DISTANCE
+        small = too_small(batch)
         flags: list[str | None] = ["too small; fail-safe" if s else None for s in small]
         replaced = self.replacer.replace(batch)
         missed = replaced.missed & ~small
@@ -147,8 +146,9 @@ class Anonymizer:
             if again is not None:
                 # Every face is pasted again: those that had the fail-safe get it again.
                 outputs = fail_safe(again, batch, unusable)
-                for j in np.flatnonzero(still):
-                    flags[j] = f"{check.failure}; regenerated (attempt {attempt})"
+                for j in np.flatnonzero(still):  # the draw it has now (a track's own + the retry)
+                    drawn = int(batch.attempts[j]) + attempt
+                    flags[j] = f"{check.failure}; regenerated (attempt {drawn})"
                 continue
             if check.fail_safe:
                 outputs = fail_safe(outputs, batch, still)
@@ -164,11 +164,13 @@ class Anonymizer:
                                attempt: int) -> np.ndarray:
         """Per face: the post-check's shortfall (``PostCheck.shortfall``) of new faces drawn
         from ``identities`` at ``attempt``, with no retry: what a clip's track is judged by
-        before its attempt is chosen."""
+        before its attempt is chosen. Faces that get the fail-safe whatever the draw (too small,
+        or the new face misses the detected one) are -inf: they say nothing of the draw."""
         batch = self._batch(images, faces, identities, np.full(len(identities), attempt))
-        return self.replacer.post_check.shortfall(
-            self.similarity(self.replacer.replace(batch).images, batch),
-            self.recognizer.match_threshold)
+        replaced = self.replacer.replace(batch)
+        shortfall = self.replacer.post_check.shortfall(
+            self.similarity(replaced.images, batch), self.recognizer.match_threshold)
+        return np.where(too_small(batch) | replaced.missed, -np.inf, shortfall)
 
     def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
                codes: np.ndarray | None = None, attempts: np.ndarray | None = None
@@ -197,8 +199,14 @@ class Anonymizer:
     def post_check_fails(self, outputs: dict[int, np.ndarray], batch: FaceBatch) -> np.ndarray:
         """Per face: whether the recognizer's verdict on the output is not what the method's
         post-check demands."""
-        return self.replacer.post_check.shortfall(self.similarity(outputs, batch),
-                                                  self.recognizer.match_threshold) > 0
+        return self.replacer.post_check.fails(self.similarity(outputs, batch),
+                                              self.recognizer.match_threshold)
+
+
+def too_small(batch: FaceBatch) -> np.ndarray:
+    """Per face: eyes closer than ``MIN_EYE_DISTANCE`` px, too small to replace or to check."""
+    return np.linalg.norm(batch.landmarks[:, 1] - batch.landmarks[:, 0], axis=1) \
+        < MIN_EYE_DISTANCE
 
 
 def passes(counts: Sequence[int], limit: int) -> list[list[int]]:

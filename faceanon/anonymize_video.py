@@ -9,10 +9,11 @@ The clip is read several times and written once, so no decoded frame is ever hel
    so a person is one virtual person for the whole clip, whatever the angle of each frame;
 3. each track's virtual face is tried on a sample of its frames, and the track starts from the
    first attempt (0, then other draws, up to ``TRACK_DRAWS``) that passes the post-check there
-   with a margin (``TRACK_MARGIN``), one more pass per attempt tried. A face that fails the check in a frame
-   is drawn again for that frame alone, which shows another virtual person there; a track whose
-   face passes only narrowly would fail in many frames (on a real talking-head clip, 92 of 249
-   frames before this step);
+   with a margin (``TRACK_MARGIN``), one more pass per attempt tried. A face that fails the
+   check in a frame is drawn again for that frame alone, which shows another virtual person
+   there; a track whose face passes only narrowly would fail in many frames (on a real
+   talking-head clip, 92 of 249 frames before this step). For obfuscate an attempt is more
+   optimisation steps, so a later start costs steps in every frame;
 4. each frame's tracked faces go through ``Anonymizer.replace_faces`` with their track's code
    and attempt: the method, the post-check against the frame's own face, the retries and the
    fail-safe are those of images, so a face that cannot be replaced safely is obscured, never
@@ -64,7 +65,7 @@ class VideoReport:
     faces: int = 0             # faces replaced, counted once per frame they are in
     tracks: int = 0
     redrawn_tracks: int = 0    # tracks whose faces start from a retry's draw (see step 3)
-    bridged_faces: int = 0     # of those, faces the detector missed, placed from their track
+    bridged_faces: int = 0     # of ``faces``: detector misses, placed from their track
     no_face_frames: int = 0    # frames that went by the no-face policy
     flagged_frames: int = 0    # frames with a face replaced again or given the fail-safe
     fail_safe_frames: int = 0  # frames with a face given the fail-safe
@@ -174,6 +175,9 @@ class VideoAnonymizer:
                     worst[ks, attempt] = np.maximum(worst[ks, attempt], short)
                 if not wanted:
                     break
+            if wanted:  # frames the tracking pass decoded are missing now
+                raise FaceanonError("fewer frames than before: the file changed while it "
+                                    "was read", name)
             chosen[pending[worst[pending, attempt] <= -TRACK_MARGIN]] = attempt
         return np.where(chosen >= 0, chosen, worst.argmin(1))
 

@@ -171,10 +171,13 @@ class LandmarkWarp:
     def __call__(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray:
         size = virtual.shape[1]
         l_o = self.landmarks(original)
-        name = hashlib.blake2b(virtual.tobytes(), digest_size=16).digest()
+        name = hashlib.blake2b(virtual.tobytes(), digest_size=16,
+                               person=str(virtual.shape).encode()[:16]).digest()
         l_v = self._virtual.find(name)
         if l_v is None:
-            l_v = self._virtual.put(name, self.landmarks(virtual))
+            l_v = self.landmarks(virtual)
+            l_v.setflags(write=False)  # kept: no caller may change it
+            self._virtual.put(name, l_v)
         shift = self.basis.pose_part(l_o - l_v, size)
         # A 2-D warp cannot turn a head: beyond a few pixels it distorts instead, so each
         # landmark's shift is capped (large pose differences are only partly transferred).

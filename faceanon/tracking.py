@@ -28,7 +28,7 @@ MAX_GAP = 5       # frames: the longest detector miss bridged inside a track
 MIN_IOU = 0.3     # overlap of a detection with a track's predicted box to join it
 WINDOW = 7        # frames in the centred smoothing window
 BEST_FRAMES = 5   # frames a track's identity is computed from
-SPREAD_FRAMES = 8  # frames spread over a track, besides its best, that its first attempt is tried on
+SPREAD_FRAMES = 8  # frames spread over a track (besides its best) its first draw is tried on
 
 
 @dataclass(frozen=True)

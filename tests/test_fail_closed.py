@@ -17,7 +17,7 @@ from faceanon.detect import Face
 from faceanon.identity import cosine_similarity
 from faceanon.images import load_image
 from faceanon.methods.aligned import AlignedReplacer
-from faceanon.methods.base import STILL_MATCHED, FaceReplacer
+from faceanon.methods.base import STILL_MATCHED, UNRECOGNISABLE, FaceReplacer
 
 ASTRONAUT = REPO / "examples" / "images" / "astronaut.jpg"
 
@@ -139,3 +139,11 @@ def test_a_retry_keeps_the_fail_safe_of_the_other_faces(pipeline, astronaut) -> 
     for out, _ in together.values():
         assert change(out, image, small_face().box) > 5
     assert np.array_equal(together[1][0], alone[1][0])
+
+
+def test_a_cosine_at_the_threshold_is_no_match_for_either_check() -> None:
+    """A match is a cosine above the threshold: at it, an anonymized face passes and an
+    obfuscated one fails."""
+    similarity, threshold = np.array([0.5, 0.6, 0.7]), 0.6
+    assert UNRECOGNISABLE.fails(similarity, threshold).tolist() == [False, False, True]
+    assert STILL_MATCHED.fails(similarity, threshold).tolist() == [True, True, False]

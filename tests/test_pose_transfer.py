@@ -105,3 +105,27 @@ def test_the_warp_field_is_the_gaussian_average_of_the_landmark_shifts():
     inner = ((pixels + field >= 1) & (pixels + field <= 126)).all(1)  # no border reflection
     assert inner.mean() > 0.9
     assert np.abs(sampled.reshape(-1, 2)[inner] - (pixels + field)[inner]).max() < 1e-2
+
+
+def test_a_virtual_face_reposed_again_reuses_its_landmarks(monkeypatch):
+    """Every frame of a clip's track re-poses one virtual face: its 68 landmarks are found once,
+    and the warp is the one a fresh LandmarkWarp gives."""
+    from faceanon.keys import Key
+    from faceanon.models import create_model, registry_entry
+    from faceanon.pose_transfer import LandmarkWarp
+
+    basis = create_model("pose-basis", registry_entry("pose-basis")["name"])
+    generator = create_model("face-generator")
+    virtual = generator.generate(np.random.default_rng(1).normal(size=(1, 128)),
+                                 Key(bytes(range(32)), 0))[0]
+    originals = generator.generate(np.random.default_rng(2).normal(size=(2, 128)),
+                                   Key(bytes(32), 0))  # two other faces, as originals
+    warp = LandmarkWarp(basis, Landmarks68(), generator.template)
+    found: list[int] = []
+    landmarks = warp.landmarks
+    monkeypatch.setattr(warp, "landmarks", lambda crop: found.append(1) or landmarks(crop))
+    first, second = warp(virtual, originals[0]), warp(virtual, originals[1])
+    assert len(found) == 3, "the virtual face's landmarks once, each original's once"
+    fresh = LandmarkWarp(basis, Landmarks68(), generator.template)
+    assert np.array_equal(second, fresh(virtual, originals[1]))
+    assert np.array_equal(first, fresh(virtual, originals[0]))

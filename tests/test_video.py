@@ -402,6 +402,32 @@ def test_a_track_starts_from_the_first_attempt_that_passes_on_its_sampled_frames
             assert face_change(a, b, face.box) > 8
 
 
+@pytest.mark.parametrize("by_attempt, chosen", [
+    ([-0.01, -0.05, -0.5], 1),  # the first passes, but by less than the margin
+    ([-0.03, -0.5, -0.5], 0),   # the first passes by the margin
+    ([0.2, 0.05, 0.1, 0.3, 0.2, 0.4], 1),  # none passes: the one that misses least
+])
+def test_a_track_needs_the_margin_on_every_sampled_frame(
+        pipeline: Anonymizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        by_attempt: list[float], chosen: int) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
+    videos = VideoAnonymizer(using(pipeline, Recorder()))
+    data = clip.read_bytes()
+    tracks, _ = videos.track(data, clip.name)
+    calls: list[int] = []
+
+    def shortfall(images, faces, identities, attempt):  # type: ignore[no-untyped-def]
+        """``by_attempt`` on the first sampled frame of each pass, an easy pass on the rest."""
+        calls.append(attempt)
+        first = calls.count(attempt) == 1
+        value = by_attempt[attempt] if attempt < len(by_attempt) else 1.0
+        return np.full(len(identities), value if first else -1.0)
+
+    monkeypatch.setattr(videos.anonymizer, "shortfall_of_new_faces", shortfall)
+    codes = videos.identity_codes(data, clip.name, tracks)
+    assert set(videos.first_attempts(data, clip.name, tracks, codes)) == {chosen}
+
+
 def test_a_face_that_cannot_be_replaced_is_obscured(pipeline: Anonymizer,
                                                      tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)

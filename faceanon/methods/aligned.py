@@ -30,7 +30,8 @@ class AlignedReplacer(FaceReplacer):
     @abstractmethod
     def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:
         """(N, crop_size, crop_size, 3) uint8 new faces for aligned ``crops`` and their
-        identity embeddings; each ``attempt`` (0, then the retries) must give other faces."""
+        identity embeddings; each ``attempt`` (a face's first draw, ``FaceBatch.attempts``,
+        then its retries counted on from there) must give other faces."""
 
     def replace(self, batch: FaceBatch) -> Replacement:
         return AlignedReplacement(self, batch)

@@ -49,9 +49,9 @@ class Replacement:
     missed: np.ndarray  # (N,) bool
 
     def retry(self, which: np.ndarray, attempt: int) -> dict[int, np.ndarray] | None:
-        """The images with the faces ``which`` replaced by other ones (``attempt`` 1, 2, ...),
-        or None where the method has no other face to offer: here, since it would replace
-        them the same way again."""
+        """The images with the faces ``which`` replaced by other ones (retry ``attempt`` 1,
+        2, ..., counted on from each face's ``FaceBatch.attempts``), or None where the method
+        has no other face to offer: here, since it would replace them the same way again."""
         return None
 
 
@@ -70,8 +70,15 @@ class PostCheck:
 
     def shortfall(self, similarity: np.ndarray, threshold: float) -> np.ndarray:
         """Per face: how far the recognizer's cosine to the original lies on the wrong side of
-        ``threshold`` (above 0: the check fails; how far below 0: the margin it passes by)."""
+        ``threshold``: above 0 the check fails (at 0 too, for a check that must match, since a
+        match is a cosine above the threshold); below 0, the margin it passes by."""
         return threshold - similarity if self.must_match else similarity - threshold
+
+    def fails(self, similarity: np.ndarray, threshold: float) -> np.ndarray:
+        """Per face: whether the check fails (the recognizer matches where a match is a cosine
+        above ``threshold``)."""
+        short = self.shortfall(similarity, threshold)
+        return short >= 0 if self.must_match else short > 0
 
     @property
     def fail_safe(self) -> bool:

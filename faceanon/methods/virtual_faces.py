@@ -42,5 +42,5 @@ class VirtualFaceReplacer(AlignedReplacer):
         new = [j for j, face in enumerate(faces) if face is None]
         if new:
             for j, face in zip(new, self.generator.generate(identities[new], self.key, attempt)):
-                faces[j] = self._drawn.put(names[j], face)
+                faces[j] = self._drawn.put(names[j], face.copy())  # not a view of the batch
         return np.stack(faces)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -132,18 +132,12 @@ class VideoAnonymizer:
         for a method that draws nothing from them (blur, pixelate), without reading the clip."""
         if not self.anonymizer.replacer.draws_from_identity:
             return np.zeros((len(tracks), self.anonymizer.recognizer.dim))
-        wanted: dict[int, list[int]] = {}
-        for k, track in enumerate(tracks):
-            for frame in best_frames(track):
-                wanted.setdefault(int(frame), []).append(k)
         sums = np.zeros((len(tracks), self.anonymizer.recognizer.dim))
-        for i, (_, rgb) in enumerate(video.read_frames(data, name)):
-            for k in wanted.pop(i, []):
+        for i, rgb, ks in frames_of_tracks(data, name, [best_frames(t) for t in tracks]):
+            for k in ks:
                 marks = tracks[k].landmarks[i - tracks[k].start]
                 emb = self.anonymizer.recognizer.embed_faces(rgb, marks[None])[0]
                 sums[k] += emb / max(float(np.linalg.norm(emb)), 1e-12)
-            if not wanted:
-                break
         return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
     def first_attempts(self, data: bytes, name: str, tracks: list[Track], codes: np.ndarray
@@ -161,23 +155,13 @@ class VideoAnonymizer:
             pending = np.flatnonzero(chosen < 0)
             if not len(pending):
                 break
-            wanted: dict[int, list[int]] = {}
-            for k in pending:
-                for i in samples[k]:
-                    wanted.setdefault(int(i), []).append(int(k))
             worst[pending, attempt] = -np.inf
-            for i, (_, rgb) in enumerate(video.read_frames(data, name)):
-                ks = wanted.pop(i, [])
-                if ks:
-                    faces = [track_face(tracks[k], i - tracks[k].start) for k in ks]
-                    short = self.anonymizer.shortfall_of_new_faces({0: rgb}, {0: faces},
-                                                                   codes[ks], attempt)
-                    worst[ks, attempt] = np.maximum(worst[ks, attempt], short)
-                if not wanted:
-                    break
-            if wanted:  # frames the tracking pass decoded are missing now
-                raise FaceanonError("fewer frames than before: the file changed while it "
-                                    "was read", name)
+            for i, rgb, ks in frames_of_tracks(data, name, [samples[k] if k in pending else []
+                                                         for k in range(len(tracks))]):
+                faces = [track_face(tracks[k], i - tracks[k].start) for k in ks]
+                short = self.anonymizer.shortfall_of_new_faces({0: rgb}, {0: faces},
+                                                               codes[ks], attempt)
+                worst[ks, attempt] = np.maximum(worst[ks, attempt], short)
             chosen[pending[worst[pending, attempt] <= -TRACK_MARGIN]] = attempt
         return np.where(chosen >= 0, chosen, worst.argmin(1))
 
@@ -222,6 +206,25 @@ def faces_by_frame(tracks: list[Track], codes: np.ndarray, attempts: np.ndarray
     return {i: FrameFaces([f for f, _, _ in got], codes[[k for _, k, _ in got]],
                           attempts[[k for _, k, _ in got]], sum(b for _, _, b in got))
             for i, got in found.items()}
+
+
+def frames_of_tracks(data: bytes, name: str, wanted: list[Sequence[int]]
+                     ) -> Iterator[tuple[int, np.ndarray, list[int]]]:
+    """One more pass over the clip, as far as needed: each frame some track wants (``wanted``,
+    its frame numbers per track), its pixels and the tracks that want it. A frame the tracking
+    pass decoded but this one does not find means the file changed while it was read."""
+    by_frame: dict[int, list[int]] = {}
+    for k, frames in enumerate(wanted):
+        for i in frames:
+            by_frame.setdefault(int(i), []).append(k)
+    if by_frame:
+        for i, (_, rgb) in enumerate(video.read_frames(data, name)):
+            if i in by_frame:
+                yield i, rgb, by_frame.pop(i)
+            if not by_frame:
+                return
+        raise FaceanonError("fewer frames than before: the file changed while it was read",
+                            name)
 
 
 def track_face(track: Track, t: int) -> Face:

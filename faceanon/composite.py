@@ -176,9 +176,10 @@ def paste(image: np.ndarray, crop: np.ndarray, matrix: np.ndarray, mask: np.ndar
         inside = cv2.warpAffine(np.ones(image.shape[:2], np.float32), m, (w, h),
                                 flags=cv2.INTER_LINEAR, borderValue=0.0) > 0.999
         new = _match_colour(new, old, mask, inside)
-    if is_grey(image):
+    if is_grey(image[y0:y1, x0:x1]):
         # A grey photo stays grey: matching cannot take all the colour out of a generated face
         # (its contrast is clipped), and a tinted face in a grey photo gives the paste away.
+        # Only the region pasted into is read: a whole frame per face would be on the hot path.
         new = np.repeat(cv2.cvtColor(new, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
     roi = m.copy()
     roi[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)

@@ -15,7 +15,7 @@ an original face: an image whose faces cannot all be processed fails as a whole.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -161,16 +161,22 @@ class Anonymizer:
 
     def shortfall_of_new_faces(self, images: dict[int, np.ndarray],
                                faces: dict[int, list[Face]], identities: np.ndarray,
-                               attempt: int) -> np.ndarray:
-        """Per face: the post-check's shortfall (``PostCheck.shortfall``) of new faces drawn
-        from ``identities`` at ``attempt``, with no retry: what a clip's track is judged by
-        before its attempt is chosen. Faces that get the fail-safe whatever the draw (too small,
-        or the new face misses the detected one) are -inf: they say nothing of the draw."""
-        batch = self._batch(images, faces, identities, np.full(len(identities), attempt))
-        replaced = self.replacer.replace(batch)
-        shortfall = self.replacer.post_check.shortfall(
-            self.similarity(replaced.images, batch), self.recognizer.match_threshold)
-        return np.where(too_small(batch) | replaced.missed, -np.inf, shortfall)
+                               attempts: Sequence[int]) -> np.ndarray:
+        """(faces, attempts): the post-check's shortfall (``PostCheck.shortfall``) of new
+        faces drawn from ``identities`` at each of ``attempts``, with no retry: what a clip's
+        track is judged by before its attempt is chosen. The originals are embedded once. Faces
+        that get the fail-safe whatever the draw (too small, or the new face misses the
+        detected one) are -inf: they say nothing of the draw."""
+        batch = self._batch(images, faces, identities)
+        small = too_small(batch)
+        shortfalls = []
+        for attempt in attempts:
+            drawn = replace(batch, attempts=np.full(len(identities), attempt))
+            replaced = self.replacer.replace(drawn)
+            shortfall = self.replacer.post_check.shortfall(
+                self.similarity(replaced.images, drawn), self.recognizer.match_threshold)
+            shortfalls.append(np.where(small | replaced.missed, -np.inf, shortfall))
+        return np.stack(shortfalls, axis=1)
 
     def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
                codes: np.ndarray | None = None, attempts: np.ndarray | None = None

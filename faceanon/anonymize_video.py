@@ -99,16 +99,16 @@ class VideoAnonymizer:
         self.anonymizer = anonymizer
         self.progress = progress or (lambda stage, done, total: None)
 
-    def anonymize(self, data: bytes, name: str) -> tuple[bytes | None, VideoReport]:
+    def anonymize(self, clip: video.Clip, name: str) -> tuple[bytes | None, VideoReport]:
         """The encoded anonymized clip (None when the no-face policy left every frame out) and
         its report; ``name``'s extension is the container of both."""
         started = time.perf_counter()
-        tracks, frames = self.track(data, name)
-        codes = self.identity_codes(data, name, tracks)
-        attempts = self.first_attempts(data, name, tracks, codes)
+        tracks, frames = self.track(clip, name)
+        codes = self.identity_codes(clip, name, tracks)
+        attempts = self.first_attempts(clip, name, tracks, codes)
         by_frame = faces_by_frame(tracks, codes, attempts)
         report = VideoReport(tracks=len(tracks), redrawn_tracks=int((attempts > 0).sum()))
-        encoded, stats = video.rewrite(data, name, lambda i, rgb: self._frame(
+        encoded, stats = video.rewrite(clip, name, lambda i, rgb: self._frame(
             rgb, by_frame.get(i), report, (i + 1, frames)))
         if stats.frames_in != frames:
             raise FaceanonError(f"decoded {stats.frames_in} frames, then {frames}: "
@@ -118,29 +118,29 @@ class VideoAnonymizer:
         report.frames_per_second = round(frames / (time.perf_counter() - started), 3)
         return (encoded if stats.frames_out else None), report
 
-    def track(self, data: bytes, name: str) -> tuple[list[Track], int]:
+    def track(self, clip: video.Clip, name: str) -> tuple[list[Track], int]:
         """The clip's face tracks, and its number of frames."""
         detections = []
-        for _, rgb in video.read_frames(data, name):
+        for _, rgb in video.read_frames(clip, name):
             detections.append(Detections.of(self.anonymizer.detector(rgb)))
             self.progress("tracking", len(detections), None)
         return track_faces(detections), len(detections)
 
-    def identity_codes(self, data: bytes, name: str, tracks: list[Track]) -> np.ndarray:
+    def identity_codes(self, clip: video.Clip, name: str, tracks: list[Track]) -> np.ndarray:
         """(tracks, D): each track's identity code, the unit mean of the unit embeddings of its
         best frames (the generator normalizes its input, so the length carries nothing); zeros
         for a method that draws nothing from them (blur, pixelate), without reading the clip."""
         if not self.anonymizer.replacer.draws_from_identity:
             return np.zeros((len(tracks), self.anonymizer.recognizer.dim))
         sums = np.zeros((len(tracks), self.anonymizer.recognizer.dim))
-        for i, rgb, ks in frames_of_tracks(data, name, [best_frames(t) for t in tracks]):
+        for i, rgb, ks in frames_of_tracks(clip, name, [best_frames(t) for t in tracks]):
             for k in ks:
                 marks = tracks[k].landmarks[i - tracks[k].start]
                 emb = self.anonymizer.recognizer.embed_faces(rgb, marks[None])[0]
                 sums[k] += emb / max(float(np.linalg.norm(emb)), 1e-12)
         return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
-    def first_attempts(self, data: bytes, name: str, tracks: list[Track], codes: np.ndarray
+    def first_attempts(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
                        ) -> np.ndarray:
         """(tracks,) the attempt each track's faces start from (step 3 of the module
         docstring): of ``TRACK_DRAWS``, the one whose post-check shortfall on the track's worst
@@ -149,7 +149,7 @@ class VideoAnonymizer:
         if not self.anonymizer.replacer.draws_from_identity:
             return np.zeros(len(tracks), int)
         worst = np.full((len(tracks), TRACK_DRAWS), -np.inf)
-        for i, rgb, ks in frames_of_tracks(data, name, [sample_frames(t) for t in tracks]):
+        for i, rgb, ks in frames_of_tracks(clip, name, [sample_frames(t) for t in tracks]):
             faces = [track_face(tracks[k], i - tracks[k].start) for k in ks]
             short = self.anonymizer.shortfall_of_new_faces({0: rgb}, {0: faces}, codes[ks],
                                                            range(TRACK_DRAWS))
@@ -171,18 +171,34 @@ class VideoAnonymizer:
         return out
 
     def result(self, entry: Entry) -> Result:
-        """A clip of the dataset job anonymized into its result."""
-        original = entry.read_bytes()
-        data, report = self.anonymize(original, entry.relpath)
+        """A clip of the dataset job anonymized into its result. A clip on disk is read from its
+        file in each pass, and must not change meanwhile; only ``--reversible`` reads it whole,
+        since its payload is the original file."""
+        before = _file_state(entry)
+        data, report = self.anonymize(entry.read_bytes() if entry.path is None else entry.path,
+                                      entry.relpath)
+        if _file_state(entry) != before:
+            raise FaceanonError("the file changed while it was read", entry.relpath)
         extra = {"video": asdict(report)}
         sealer = self.anonymizer.sealer
         seal = None if sealer is None or data is None else functools.partial(
-            sealer.seal_clip, original=original, published=data, source=entry.relpath,
-            label=entry.label)
+            sealer.seal_clip, original=entry.read_bytes(), published=data,
+            source=entry.relpath, label=entry.label)
         if report.tracks:
             return Result(OK, data=data, extra=extra, seal=seal)
         return Result(NO_FACE, data=data, extra=extra, seal=seal,
                       reason=f"no face found in any frame; policy {self.anonymizer.no_face}")
+
+
+def _file_state(entry: Entry) -> tuple[int, int] | None:
+    """(size, modification time) of a clip's file, None for one held in memory."""
+    if entry.path is None:
+        return None
+    try:
+        st = entry.path.stat()
+    except OSError as e:
+        raise FaceanonError(f"cannot read: {e.strerror or e}", entry.relpath) from None
+    return st.st_size, st.st_mtime_ns
 
 
 def faces_by_frame(tracks: list[Track], codes: np.ndarray, attempts: np.ndarray
@@ -199,7 +215,7 @@ def faces_by_frame(tracks: list[Track], codes: np.ndarray, attempts: np.ndarray
             for i, got in found.items()}
 
 
-def frames_of_tracks(data: bytes, name: str, wanted: list[Sequence[int]]
+def frames_of_tracks(clip: video.Clip, name: str, wanted: list[Sequence[int]]
                      ) -> Iterator[tuple[int, np.ndarray, list[int]]]:
     """One more pass over the clip, as far as needed: each frame some track wants (``wanted``,
     its frame numbers per track), its pixels and the tracks that want it. A frame the tracking
@@ -209,7 +225,7 @@ def frames_of_tracks(data: bytes, name: str, wanted: list[Sequence[int]]
         for i in frames:
             by_frame.setdefault(int(i), []).append(k)
     if by_frame:
-        for i, (_, rgb) in enumerate(video.read_frames(data, name)):
+        for i, (_, rgb) in enumerate(video.read_frames(clip, name)):
             if i in by_frame:
                 yield i, rgb, by_frame.pop(i)
             if not by_frame:

@@ -37,6 +37,7 @@ import os
 import stat
 import struct
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
@@ -79,6 +80,9 @@ class Entry:
     _read: Callable[[], bytes] = field(repr=False)
     label: str | None = None
     skip_reason: str | None = None  # set for inputs that are not images (recorded, not read)
+    # The input's own file, where it is one on disk (a folder's, a single file): a clip is read
+    # from it pass by pass instead of being held in memory (``Job._read``).
+    path: Path | None = None
 
     def read_bytes(self) -> bytes:
         return self._read()
@@ -126,7 +130,7 @@ class FolderSource:
         for rel, reason in self._scan():
             full = self.path / rel
             parent = Path(rel).parent.name or None
-            yield Entry(rel, lambda full=full: _read_regular(full), parent, reason)
+            yield Entry(rel, lambda full=full: _read_regular(full), parent, reason, full)
 
 
 class ArchiveSource:
@@ -170,7 +174,7 @@ class FileSource:
         return 1
 
     def entries(self) -> Iterator[Entry]:
-        yield Entry(self.path.name, lambda: _read_regular(self.path))
+        yield Entry(self.path.name, lambda: _read_regular(self.path), path=self.path)
 
     def check_output(self, out: Path) -> None:
         """The container is the input's: an output named for another would mislead."""
@@ -249,11 +253,24 @@ def _skip_reason(name: str, videos: bool) -> str | None:
 
 
 def _read_regular(path: Path) -> bytes:
+    with _regular(path):
+        return path.read_bytes()
+
+
+def _hash_regular(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks rather than whole."""
+    with _regular(path), open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@contextmanager
+def _regular(path: Path) -> Iterator[None]:
+    """Reading ``path``, which must be a regular file; any failure one ``FaceanonError``."""
     try:
         st = os.stat(path)  # follows links; a loop or a dangling link fails here
         if not stat.S_ISREG(st.st_mode):
             raise FaceanonError("not a regular file", path)
-        return path.read_bytes()
+        yield
     except OSError as e:
         raise FaceanonError(f"cannot read: {e.strerror or e}", path) from None
 
@@ -614,7 +631,8 @@ class Job:
                         progress(seen, total)
                     continue
                 data = rec.pop("_data")
-                pending.append((Entry(entry.relpath, lambda data=data: data, entry.label), rec))
+                pending.append((entry if data is None else
+                                Entry(entry.relpath, lambda data=data: data, entry.label), rec))
                 if len(pending) >= batch_size:
                     flush()
             flush()
@@ -628,11 +646,14 @@ class Job:
     @staticmethod
     def _read(entry: Entry) -> dict[str, Any]:
         """The entry's manifest record so far: final already (skipped, unreadable) or with its
-        bytes under ``_data`` for the step."""
+        bytes under ``_data`` for the step; None there for a clip on disk, which the step reads
+        from its file (a clip can be larger than the memory there is)."""
         rec: dict[str, Any] = {"path": entry.relpath}
         if entry.skip_reason:
             return {**rec, "status": SKIPPED, "reason": entry.skip_reason}
         try:
+            if entry.path is not None and is_video_name(entry.relpath):
+                return {**rec, "input_sha256": _hash_regular(entry.path), "_data": None}
             data = entry.read_bytes()
         except FaceanonError as e:
             return {**rec, "status": FAILED, "reason": e.reason}

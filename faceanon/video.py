@@ -57,6 +57,10 @@ _LOCATION_TAGS = ("location", "iso6709", "gps")
 # A display matrix as (counter-clockwise quarter turns, mirrored after them).
 Transform = tuple[int, bool]
 
+# A clip to read: its file's bytes, or the file itself, which is then read as it is decoded
+# (a long clip is never held in memory whole).
+Clip = bytes | Path
+
 # What the edit callback returns for a frame that must be left out (``--no-face skip``).
 FrameEdit = Callable[[int, np.ndarray], "np.ndarray | None"]
 
@@ -87,11 +91,15 @@ def _reading(name: str) -> Iterator[None]:
         raise FaceanonError(f"not a readable video ({reason})", name) from None
 
 
-def _open(data: bytes, name: str) -> av.container.InputContainer:
-    if not data:
+def _open(clip: Clip, name: str) -> av.container.InputContainer:
+    try:
+        empty = not clip if isinstance(clip, bytes) else clip.stat().st_size == 0
+    except OSError as e:
+        raise FaceanonError(f"cannot read: {e.strerror or e}", name) from None
+    if empty:
         raise FaceanonError("empty file (0 bytes)", name)
     with _reading(name):
-        container = av.open(io.BytesIO(data), "r")
+        container = av.open(io.BytesIO(clip) if isinstance(clip, bytes) else str(clip), "r")
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()
@@ -100,7 +108,7 @@ def _open(data: bytes, name: str) -> av.container.InputContainer:
     return container
 
 
-def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
+def read_frames(clip: Clip, name: str) -> Iterator[tuple[float, np.ndarray]]:
     """Every frame of the first video stream, in presentation order: its time in seconds and
     its pixels, (H, W, 3) uint8 RGB.
 
@@ -108,7 +116,7 @@ def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
     header declares (a truncated download or copy), so a caller that reads the whole clip before
     writing anything never publishes a clip cut short.
     """
-    container = _open(data, name)
+    container = _open(clip, name)
     try:
         stream = container.streams.video[0]
         count, last = 0, 0.0
@@ -127,11 +135,11 @@ def read_frames(data: bytes, name: str) -> Iterator[tuple[float, np.ndarray]]:
         container.close()
 
 
-def find_clip_metadata(data: bytes, name: str) -> list[Found]:
+def find_clip_metadata(clip: Clip, name: str) -> list[Found]:
     """What a clip carries besides one picture and one sound track (empty for what ``rewrite``
     writes): tags other than the muxer's own (titles, comments, GPS location, creation times,
     device names), chapters, and further streams (subtitles, data, cover art, another camera)."""
-    container = _open(data, name)
+    container = _open(clip, name)
     found: list[Found] = []
     try:
         tagged = [("container", container.metadata)] + [
@@ -217,7 +225,7 @@ def _declared_seconds(stream: av.VideoStream) -> float | None:
         return None
 
 
-def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStats]:
+def rewrite(clip: Clip, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStats]:
     """The video re-encoded with each frame replaced by ``edit(index, rgb)`` (None: the frame is
     left out; the others keep their times), its audio copied; the encoded file's bytes.
 
@@ -226,13 +234,13 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
     fmt = _FORMATS.get(Path(name).suffix.lower())
     if fmt is None:
         raise FaceanonError(f"not a video file type ({', '.join(VIDEO_SUFFIXES)})", name)
-    source = _open(data, name)
+    source = _open(clip, name)
     buffer = io.BytesIO()
     try:
         video_in = source.streams.video[0]
-        audio = _audio_fate(data, name, fmt)
+        audio = _audio_fate(clip, name, fmt)
         audio_in = source.streams.audio[0] if audio == "copied" else None
-        size = _upright_size(data, name)
+        size = _upright_size(clip, name)
         with _reading(name), av.open(buffer, "w", format=fmt) as sink:
             video_out = _video_stream(sink, video_in, fmt, size)
             audio_out = sink.add_stream_from_template(audio_in) if audio_in else None
@@ -258,9 +266,9 @@ def rewrite(data: bytes, name: str, edit: FrameEdit) -> tuple[bytes, RewriteStat
     return buffer.getvalue(), RewriteStats(frames_in, frames_out, audio)
 
 
-def _upright_size(data: bytes, name: str) -> tuple[int, int]:
+def _upright_size(clip: Clip, name: str) -> tuple[int, int]:
     """(width, height) of the clip's frames as ``read_frames`` gives them."""
-    frames = read_frames(data, name)
+    frames = read_frames(clip, name)
     try:
         height, width = next(frames)[1].shape[:2]
     finally:
@@ -291,11 +299,11 @@ def _video_stream(sink: av.container.OutputContainer, source: av.VideoStream, fm
     return stream
 
 
-def _audio_fate(data: bytes, name: str, fmt: str) -> str:
+def _audio_fate(clip: Clip, name: str, fmt: str) -> str:
     """What becomes of the first audio stream: "copied" when the container takes its codec as
     it is (tried on a throw-away file with its first packet), else dropped, saying why, rather
     than re-encoded behind the user's back; "none" without one."""
-    source = _open(data, name)
+    source = _open(clip, name)
     try:
         if not source.streams.audio:
             return "none"

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from clips import face_frames, probe, write_clip, write_tone
 from conftest import REPO
-from faceanon import keys, records, video
+from faceanon import datasets, keys, records, video
 from faceanon.anonymize import Anonymizer, build_anonymizer, run_anonymize
 from faceanon.anonymize_video import TRACK_DRAWS, VideoAnonymizer
 from faceanon.cli import app
@@ -163,6 +163,43 @@ def test_bad_clips_fail_with_a_one_line_reason_and_the_run_goes_on(
         assert "\n" not in got[name]["reason"]
     assert sorted(os.listdir(tmp_path / "out")) == ["a.jpg"]
     assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()}
+
+
+def test_a_clip_is_read_from_its_file_not_held_whole(pipeline: Anonymizer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images are read whole, a clip on disk is not: the step reads it from its file pass by
+    pass, and its record's hash is still the file's."""
+    src = tmp_path / "in"
+    src.mkdir()
+    clip = write_clip(src / "clip.mp4", face_frames(4), audio=False)
+    (src / "a.jpg").write_bytes((REPO / "examples" / "images" / "astronaut.jpg").read_bytes())
+    read: list[str] = []
+    whole = datasets.Entry.read_bytes
+    monkeypatch.setattr(datasets.Entry, "read_bytes",
+                        lambda self: read.append(self.relpath) or whole(self))
+    _, counts = run_anonymize(src, tmp_path / "out", pipeline, keep_names=True)
+    assert counts["ok"] == 2 and "a.jpg" in read and "clip.mp4" not in read
+    got = {r["path"]: r for r in records.read_manifest(tmp_path / "out")}
+    assert got["clip.mp4"]["input_sha256"] == hashlib.sha256(clip.read_bytes()).hexdigest()
+    assert got["clip.mp4"]["video"]["frames_out"] == 4
+
+
+def test_a_clip_that_changes_while_it_is_read_fails(pipeline: Anonymizer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(4), audio=False)
+    videos = VideoAnonymizer(pipeline)
+    anonymize = videos.anonymize
+
+    def touching(clip_in, name):  # type: ignore[no-untyped-def]
+        out = anonymize(clip_in, name)
+        with open(clip, "ab") as f:  # another program appends to the file meanwhile
+            f.write(b"\0")
+        return out
+
+    monkeypatch.setattr(videos, "anonymize", touching)
+    entry = datasets.Entry(clip.name, clip.read_bytes, path=clip)
+    with pytest.raises(FaceanonError, match="the file changed while it was read"):
+        videos.result(entry)
 
 
 @pytest.mark.slow

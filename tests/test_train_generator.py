@@ -166,7 +166,8 @@ def test_cli_train_resume_and_register(aligned: Path, tmp_path: Path,
     assert g(torch.randn(1, g.cfg.z_dim)).shape == (1, 3, 32, 32)
 
 
-@pytest.mark.parametrize("kind", ["projected", "projected+colour", "projected+colour+mbstd"])
+@pytest.mark.parametrize("kind", ["projected", "projected+colour", "projected+colour+mbstd",
+                                  "projected+colour+mbstd+identity"])
 def test_projected_discriminator_trains_and_checkpoints_only_its_heads(aligned: Path,
                                                                         tmp_path: Path,
                                                                         kind: str) -> None:
@@ -191,6 +192,52 @@ def test_minibatch_deviation_marks_a_collapsed_batch() -> None:
     varied = torch.randn(6, 8, 5, 5)
     assert minibatch_deviation(same).shape == (6, 1, 5, 5)
     assert minibatch_deviation(same).max() < 1e-3 < minibatch_deviation(varied).min()
+
+
+def test_the_identity_level_is_dlibs_descriptor_of_the_resized_face() -> None:
+    import torch.nn.functional as F
+
+    from faceanon.nets.projected import dlib_feature_pyramid
+
+    net = create_model("recognizer", "dlib").net
+    img = torch.rand(2, 3, 64, 64) * 2 - 1
+    levels = dlib_feature_pyramid(net, 112, identity=True)(img)
+    assert [lv.shape[1] for lv in levels] == [32, 64, 128, 128] and levels[-1].shape[2:] == (1, 1)
+    resized = F.interpolate((img + 1) / 2, size=(112, 112), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(levels[-1].flatten(1), net(resized), rtol=1e-4, atol=1e-4)
+    plain = dlib_feature_pyramid(net, 112)(img)
+    assert len(plain) == 3 and all(torch.equal(a, b) for a, b in zip(plain, levels))
+    with pytest.raises(ValueError, match="112 px"):
+        dlib_feature_pyramid(net, 96, identity=True)
+
+
+def test_a_branch_starts_from_another_runs_generator_with_a_new_head(aligned: Path,
+                                                                     tmp_path: Path) -> None:
+    """A run with one more discriminator head starts where the other left off: the same
+    generator, the heads both have, the counters; the new head is trained from there."""
+    images = load_aligned(aligned).images
+    source = GeneratorTrainer(images, tmp_path / "a", config(discriminator="projected+colour+mbstd"))
+    source.train(kimg=0.008)
+    branch = GeneratorTrainer(images, tmp_path / "b",
+                              config(discriminator="projected+colour+mbstd+identity"),
+                              branch_from=tmp_path / "a" / COMPACT)
+    assert branch.nimg == source.nimg and branch.step == source.step > 0
+    saved = torch.load(tmp_path / "a" / COMPACT, weights_only=False)
+    assert branch.cpu_seconds >= saved["cpu_s"] > 0
+    for p, q in zip(source.G_ema.parameters(), branch.G_ema.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-3)  # via the fp16 compact file
+    old, new = source.D.state_dict(), branch.D.state_dict()
+    assert set(new) - set(old) == {"proj3", "head3.conv.weight", "head3.conv.bias",
+                                   "head3.out.weight", "head3.out.bias"}
+    for k in old:
+        torch.testing.assert_close(old[k], new[k], rtol=1e-3, atol=1e-3)
+    branch.train(kimg=0.016)
+    assert branch.step == 2 * source.step
+    with pytest.raises(FaceanonError, match="another architecture"):
+        GeneratorTrainer(images, tmp_path / "c", config(discriminator="projected",
+                                                       arch={**ARCH, "z_dim": 16}),
+                         branch_from=tmp_path / "a" / COMPACT)
 
 
 def test_compact_checkpoint_resumes_on_a_fresh_machine(aligned: Path, tmp_path: Path) -> None:

@@ -142,6 +142,10 @@ def train_generator(
         kimg: float = typer.Option(1000.0, "--kimg", help="Train until this many thousand real "
                                                           "images have been shown."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+        branch_from: Optional[Path] = typer.Option(
+            None, "--branch-from", help="Start a new run in --out from this checkpoint of "
+                                        "another (its generator, the discriminator heads "
+                                        "both have, its counters); e.g. to add a head."),
         max_minutes: Optional[float] = typer.Option(
             None, "--max-minutes", help="Stop (checkpointed) after this long; --resume continues."),
         max_cpu_minutes: Optional[float] = typer.Option(
@@ -152,7 +156,10 @@ def train_generator(
                                                  "(heads on frozen dlib features) or "
                                                  "projected+colour (and a pixel head), "
                                                  "projected+colour+mbstd (and a minibatch-"
-                                                 "deviation channel against mode collapse)."),
+                                                 "deviation channel against mode collapse), "
+                                                 "projected+colour+mbstd+identity (and a head "
+                                                 "on dlib's descriptor, against faces that "
+                                                 "are all one person)."),
         preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, cpu64w, 64, 128 "
                                                                 "or 256."),
         batch: int = typer.Option(32, "--batch", help="Minibatch size."),
@@ -186,7 +193,7 @@ def train_generator(
     cfg = TrainConfig(preset=preset_name, batch=batch, seed=seed, sample_every_kimg=sample_every,
                       fid_every_kimg=fid_every, fid_n=fid_n, discriminator=discriminator)
     trainer = GeneratorTrainer(faces.images, out_dir, cfg, device=device, amp=amp_mode,
-                               resume=resume)
+                               resume=resume, branch_from=branch_from)
     start_nimg, t0 = trainer.nimg, time.time()
     last = {"t": t0}
 

@@ -164,8 +164,10 @@ class TrainConfig:
 
 
 # "+colour" adds a small pixel-space head (faceanon.nets.projected.ColourHead); "+mbstd" a
-# minibatch-deviation channel in each feature head (against mode collapse).
-DISCRIMINATORS = ("stylegan2", "projected", "projected+colour", "projected+colour+mbstd")
+# minibatch-deviation channel in each feature head (against mode collapse); "+identity" a head
+# on dlib's descriptor (against faces that are all one person).
+DISCRIMINATORS = ("stylegan2", "projected", "projected+colour", "projected+colour+mbstd",
+                  "projected+colour+mbstd+identity")
 
 
 def device_policy(device: str, amp: str = "auto",
@@ -190,17 +192,27 @@ def build_discriminator(cfg: TrainConfig, arch: StyleGANConfig,
     """The discriminator ``cfg`` names, on ``device`` (a projected one loads dlib's network)."""
     if cfg.discriminator.startswith("projected"):
         from faceanon.models import create_model
-        from faceanon.nets.projected import ProjectedDiscriminator, dlib_feature_pyramid
+        from faceanon.nets.projected import (IDENTITY_INPUT, ProjectedDiscriminator,
+                                             dlib_feature_pyramid)
 
         net = create_model("recognizer", "dlib", device).net
         parts = cfg.discriminator.split("+")
-        return ProjectedDiscriminator(dlib_feature_pyramid(net), (32, 64, 128), seed=cfg.seed,
-                                      colour_head="colour" in parts,
+        identity = "identity" in parts
+        features = (dlib_feature_pyramid(net, IDENTITY_INPUT, identity=True) if identity
+                    else dlib_feature_pyramid(net))
+        return ProjectedDiscriminator(features,
+                                      (32, 64, 128) + ((128,) if identity else ()),
+                                      seed=cfg.seed, colour_head="colour" in parts,
                                       deviation="mbstd" in parts).to(device)
     return Discriminator(arch).to(device)
 
 
 # ------------------------------------------------------------------------------------ helpers
+
+def _float(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its floating tensors in fp32 (compact checkpoints keep fp16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
 
 def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] → one (rows·H, columns·W, 3) uint8 picture."""
@@ -262,7 +274,7 @@ class GeneratorTrainer:
 
     def __init__(self, images: np.ndarray, out: str | Path, cfg: TrainConfig,
                  device: str | torch.device = "cpu", amp: str | None = None,
-                 resume: bool = False) -> None:
+                 resume: bool = False, branch_from: str | Path | None = None) -> None:
         self.cfg = cfg.resolved()
         self.arch = self.cfg.architecture()
         self.out = Path(out)
@@ -305,6 +317,8 @@ class GeneratorTrainer:
         else:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / LOG).unlink(missing_ok=True)
+            if branch_from is not None:
+                self._branch(Path(branch_from))
         self._fid_real: Stats | None = None
         self._inception: InceptionFeatures | None = None
 
@@ -343,13 +357,33 @@ class GeneratorTrainer:
             state[k] = half(state[k])
         atomic_torch_save(state, Path(path))
 
-    def _load(self, path: Path) -> None:
+    def _read(self, path: Path) -> dict[str, Any]:
         try:
             ckpt = torch.load(path, map_location=self.device, weights_only=False)
         except (OSError, RuntimeError, EOFError) as e:
             raise FaceanonError(f"unreadable checkpoint: {e}"[:200], path) from None
         if ckpt.get("version") != CHECKPOINT_VERSION:
             raise FaceanonError(f"checkpoint version {ckpt.get('version')} is not supported", path)
+        return ckpt
+
+    def _branch(self, path: Path) -> None:
+        """Start this run from another run's checkpoint with other settings (a discriminator
+        with more heads): its generator and EMA, the discriminator's parts that both have, its
+        image and CPU counters (so the campaign's curve goes on); Adam starts afresh."""
+        ckpt = self._read(path)
+        if ckpt["arch"] != self.arch.to_dict():
+            raise FaceanonError("checkpoint's generator has another architecture", path)
+        for net, key in ((self.G, "G"), (self.G_ema, "G_ema")):
+            net.load_state_dict(_float(ckpt[key]))
+        own = self.D.state_dict()
+        shared = {k: v for k, v in _float(ckpt["D"]).items()
+                  if k in own and own[k].shape == v.shape}
+        self.D.load_state_dict({**own, **shared})
+        self.step, self.nimg = int(ckpt["step"]), int(ckpt["nimg"])
+        self._cpu_base = float(ckpt.get("cpu_s", 0.0))
+
+    def _load(self, path: Path) -> None:
+        ckpt = self._read(path)
         if ckpt["config"] != self.cfg.run_identity():
             mine = self.cfg.run_identity()
             diff = sorted(k for k in ckpt["config"] if ckpt["config"][k] != mine.get(k))
@@ -359,8 +393,7 @@ class GeneratorTrainer:
             raise FaceanonError(f"checkpoint was trained on other data ({ckpt['data_shape'][0]} "
                                 f"images, now {len(self.data)}); use the same --data", path)
         for net, key in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema")):
-            net.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                 for k, v in ckpt[key].items()})
+            net.load_state_dict(_float(ckpt[key]))
         if "opt_G" in ckpt:  # a compact checkpoint has none: Adam starts afresh
             self.opt_G.load_state_dict(ckpt["opt_G"])
             self.opt_D.load_state_dict(ckpt["opt_D"])

@@ -9,16 +9,16 @@ The clip is read several times and written once, so no decoded frame is ever hel
    so a person is one virtual person for the whole clip, whatever the angle of each frame;
 3. each track's virtual face is drawn ``TRACK_DRAWS`` times (attempt 0, then the draws of the
    image retries) and tried on a sample of its frames, in one more pass; the track starts from
-   the draw that stays furthest from the original on its worst sampled frame (the post-check's
-   recognizer, the pipeline's own). A face that fails the check in a frame is drawn again for
+   the draw furthest below the post-check's threshold on its worst sampled frame (by the
+   pipeline's own recognizer: for kfaar and ivfg, the draw least like the original). A face that fails the check in a frame is drawn again for
    that frame alone, which shows another virtual person there, so a track must not pass only
    narrowly (on a real talking-head clip, 92 of 249 frames failed before this step); and what
    the pipeline's recognizer still finds close, another recognizer may match (over three real
    clips under two keys, the evaluator matched 187 frames when tracks started from the first
    draw passing by a cosine margin of 0.02, 104 with the furthest draw). A clip has a
    handful of tracks, so trying every draw on 13 frames each costs little beside the clip's
-   own frames. For obfuscate an attempt is more optimisation
-   steps, so a later start costs steps in every frame;
+   own frames. Obfuscate's retries work on the same face longer instead of drawing another
+   (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
 4. each frame's tracked faces go through ``Anonymizer.replace_faces`` with their track's code
    and attempt: the method, the post-check against the frame's own face, the retries and the
    fail-safe are those of images, so a face that cannot be replaced safely is obscured, never
@@ -40,7 +40,7 @@ import numpy as np
 from faceanon import video
 from faceanon.anonymize import Anonymizer
 from faceanon.composite import apply_no_face_policy
-from faceanon.datasets import FAILED, NO_FACE, OK, Entry, Result
+from faceanon.datasets import FAILED, NO_FACE, OK, Entry, Result, file_stamp
 from faceanon.detect import Face
 from faceanon.errors import FaceanonError
 from faceanon.tracking import Detections, Track, best_frames, sample_frames, track_faces
@@ -145,8 +145,10 @@ class VideoAnonymizer:
         """(tracks,) the attempt each track's faces start from (step 3 of the module
         docstring): of ``TRACK_DRAWS``, the one whose post-check shortfall on the track's worst
         sampled frame is lowest (furthest below the threshold); the first such on a tie. Zeros
-        for a method that draws nothing from identities (its attempts are all alike)."""
-        if not self.anonymizer.replacer.draws_from_identity:
+        without a pass for a method that draws nothing from identities (its attempts are all
+        alike) or whose retries draw no other face."""
+        replacer = self.anonymizer.replacer
+        if not (replacer.draws_from_identity and replacer.retry_draws_another_face):
             return np.zeros(len(tracks), int)
         worst = np.full((len(tracks), TRACK_DRAWS), -np.inf)
         for i, rgb, ks in frames_of_tracks(clip, name, [sample_frames(t) for t in tracks]):
@@ -172,33 +174,23 @@ class VideoAnonymizer:
 
     def result(self, entry: Entry) -> Result:
         """A clip of the dataset job anonymized into its result. A clip on disk is read from its
-        file in each pass, and must not change meanwhile; only ``--reversible`` reads it whole,
-        since its payload is the original file."""
-        before = _file_state(entry)
-        data, report = self.anonymize(entry.read_bytes() if entry.path is None else entry.path,
+        file in each pass and must not change from when the job hashed it (``Entry.stamp``) to
+        the end; only ``--reversible`` reads it whole, since its payload is the original file."""
+        stamp = entry.stamp or (None if entry.path is None else file_stamp(entry.path))
+        sealer = self.anonymizer.sealer
+        original = entry.read_bytes() if sealer is not None or entry.path is None else None
+        data, report = self.anonymize(entry.path if original is None else original,
                                       entry.relpath)
-        if _file_state(entry) != before:
+        if entry.path is not None and file_stamp(entry.path) != stamp:
             raise FaceanonError("the file changed while it was read", entry.relpath)
         extra = {"video": asdict(report)}
-        sealer = self.anonymizer.sealer
         seal = None if sealer is None or data is None else functools.partial(
-            sealer.seal_clip, original=entry.read_bytes(), published=data,
-            source=entry.relpath, label=entry.label)
+            sealer.seal_clip, original=original, published=data, source=entry.relpath,
+            label=entry.label)
         if report.tracks:
             return Result(OK, data=data, extra=extra, seal=seal)
         return Result(NO_FACE, data=data, extra=extra, seal=seal,
                       reason=f"no face found in any frame; policy {self.anonymizer.no_face}")
-
-
-def _file_state(entry: Entry) -> tuple[int, int] | None:
-    """(size, modification time) of a clip's file, None for one held in memory."""
-    if entry.path is None:
-        return None
-    try:
-        st = entry.path.stat()
-    except OSError as e:
-        raise FaceanonError(f"cannot read: {e.strerror or e}", entry.relpath) from None
-    return st.st_size, st.st_mtime_ns
 
 
 def faces_by_frame(tracks: list[Track], codes: np.ndarray, attempts: np.ndarray

@@ -38,7 +38,7 @@ import stat
 import struct
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
 
@@ -64,6 +64,9 @@ ARCHIVE_SUFFIXES = (".h5", ".hdf5")
 PAYLOAD_SUFFIX = ".faceanon-restore"  # a folder output's sidecar: an image's restore payload
 TRIM_EVERY_S = 1.0  # a job returns free heap pages to the system at most this often
 _PAYLOAD_TAG = b"\x00payload\x00"  # staging-log names of payloads (no path holds a NUL byte)
+# A file's (device, inode, size, modification and change times in ns): a file rewritten,
+# replaced or touched has another, even one copied over it at the same size with its times kept.
+FileStamp = tuple[int, int, int, int, int]
 
 
 def is_archive(path: str | Path) -> bool:
@@ -83,6 +86,8 @@ class Entry:
     # The input's own file, where it is one on disk (a folder's, a single file): a clip is read
     # from it pass by pass instead of being held in memory (``Job._read``).
     path: Path | None = None
+    # ``file_stamp`` of ``path`` when the job hashed it: a clip read later must still match.
+    stamp: FileStamp | None = None
 
     def read_bytes(self) -> bytes:
         return self._read()
@@ -257,10 +262,26 @@ def _read_regular(path: Path) -> bytes:
         return path.read_bytes()
 
 
-def _hash_regular(path: Path) -> str:
-    """The SHA-256 of a file, read in chunks rather than whole."""
-    with _regular(path), open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _hash_regular(path: Path) -> tuple[str, FileStamp]:
+    """The SHA-256 of a file, read in chunks rather than whole, and its ``file_stamp``, which
+    must be the same before and after."""
+    digest = hashlib.sha256()
+    with _regular(path):
+        stamp = file_stamp(path)
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    if file_stamp(path) != stamp:
+        raise FaceanonError("the file changed while it was read", path)
+    return digest.hexdigest(), stamp
+
+
+def file_stamp(path: Path) -> FileStamp:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise FaceanonError(f"cannot read: {e.strerror or e}", path) from None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @contextmanager
@@ -631,7 +652,7 @@ class Job:
                         progress(seen, total)
                     continue
                 data = rec.pop("_data")
-                pending.append((entry if data is None else
+                pending.append((replace(entry, stamp=rec.pop("_stamp")) if data is None else
                                 Entry(entry.relpath, lambda data=data: data, entry.label), rec))
                 if len(pending) >= batch_size:
                     flush()
@@ -653,7 +674,8 @@ class Job:
             return {**rec, "status": SKIPPED, "reason": entry.skip_reason}
         try:
             if entry.path is not None and is_video_name(entry.relpath):
-                return {**rec, "input_sha256": _hash_regular(entry.path), "_data": None}
+                digest, stamp = _hash_regular(entry.path)
+                return {**rec, "input_sha256": digest, "_data": None, "_stamp": stamp}
             data = entry.read_bytes()
         except FaceanonError as e:
             return {**rec, "status": FAILED, "reason": e.reason}

@@ -99,7 +99,8 @@ def _open(clip: Clip, name: str) -> av.container.InputContainer:
     if empty:
         raise FaceanonError("empty file (0 bytes)", name)
     with _reading(name):
-        container = av.open(io.BytesIO(clip) if isinstance(clip, bytes) else str(clip), "r")
+        # "file:" so that FFmpeg takes no part of a name for a protocol ("a:b.mp4").
+        container = av.open(io.BytesIO(clip) if isinstance(clip, bytes) else f"file:{clip}", "r")
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()

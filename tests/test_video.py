@@ -200,6 +200,13 @@ def test_a_clip_that_changes_while_it_is_read_fails(pipeline: Anonymizer, tmp_pa
     entry = datasets.Entry(clip.name, clip.read_bytes, path=clip)
     with pytest.raises(FaceanonError, match="the file changed while it was read"):
         videos.result(entry)
+    # Changed between the job's hash (its stamp) and the step: the same.
+    monkeypatch.undo()
+    stamped = dataclasses.replace(entry, stamp=datasets.file_stamp(clip))
+    videos.result(stamped)  # unchanged: fine
+    clip.write_bytes(clip.read_bytes())  # same bytes, rewritten
+    with pytest.raises(FaceanonError, match="the file changed while it was read"):
+        videos.result(stamped)
 
 
 @pytest.mark.slow
@@ -471,6 +478,21 @@ def test_a_track_starts_from_the_draw_furthest_from_the_original_on_its_worst_fr
     codes = videos.identity_codes(data, clip.name, tracks)
     assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [chosen]
     assert calls == [list(range(TRACK_DRAWS))] * len(sample_frames(tracks[0]))
+
+
+def test_a_method_whose_retries_draw_no_other_face_starts_every_track_at_once(
+        pipeline: Anonymizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """obfuscate's retries work on the same face longer, so a track tries no draws first."""
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
+    method = Recorder()
+    method.retry_draws_another_face = False  # type: ignore[misc]
+    videos = VideoAnonymizer(using(pipeline, method))
+    data = clip.read_bytes()
+    tracks, _ = videos.track(data, clip.name)
+    monkeypatch.setattr(videos.anonymizer, "shortfall_of_new_faces",
+                        lambda *a: pytest.fail("no draw is tried"))
+    codes = videos.identity_codes(data, clip.name, tracks)
+    assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [0] * len(tracks)
 
 
 def test_a_face_that_cannot_be_replaced_is_obscured(pipeline: Anonymizer,

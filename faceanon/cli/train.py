@@ -145,7 +145,8 @@ def train_generator(
         branch_from: Optional[Path] = typer.Option(
             None, "--branch-from", help="Start a new run in --out from this checkpoint of "
                                         "another (its generator, the discriminator heads "
-                                        "both have, its counters); e.g. to add a head."),
+                                        "both have, its counters); e.g. to add a head. "
+                                        "Ignored once --out holds a checkpoint."),
         max_minutes: Optional[float] = typer.Option(
             None, "--max-minutes", help="Stop (checkpointed) after this long; --resume continues."),
         max_cpu_minutes: Optional[float] = typer.Option(
@@ -159,7 +160,8 @@ def train_generator(
                                                  "deviation channel against mode collapse), "
                                                  "projected+colour+mbstd+identity (and a head "
                                                  "on dlib's descriptor, against faces that "
-                                                 "are all one person)."),
+                                                 "are all one person; dlib's network at 112 "
+                                                 "px instead of 96)."),
         preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, cpu64w, 64, 128 "
                                                                 "or 256."),
         batch: int = typer.Option(32, "--batch", help="Minibatch size."),

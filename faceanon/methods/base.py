@@ -117,6 +117,10 @@ class FaceReplacer(ABC):
     # Whether new faces are drawn from ``FaceBatch.identities``: a clip's tracks need identity
     # codes (an extra pass over the clip) only for such methods.
     draws_from_identity: ClassVar[bool] = True
+    # Whether a retry draws another face (kfaar, ivfg) rather than working on the same one
+    # longer (obfuscate): only then would a retry in one frame of a clip show another person
+    # there, so only then does a track try several draws before it starts.
+    retry_draws_another_face: ClassVar[bool] = True
 
     @property
     def settings(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class ObfuscatedFaces(AlignedReplacer):
 
     post_check = STILL_MATCHED
     match_colour = False  # the obfuscated face keeps the original's colours already
+    retry_draws_another_face = False
 
     def __init__(self, obfuscator: Obfuscator) -> None:
         from faceanon.obfuscate import TEMPLATE

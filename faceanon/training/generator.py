@@ -165,7 +165,8 @@ class TrainConfig:
 
 # "+colour" adds a small pixel-space head (faceanon.nets.projected.ColourHead); "+mbstd" a
 # minibatch-deviation channel in each feature head (against mode collapse); "+identity" a head
-# on dlib's descriptor (against faces that are all one person).
+# on dlib's descriptor (against faces that are all one person), which runs dlib's network at
+# 112 px for every head instead of 96.
 DISCRIMINATORS = ("stylegan2", "projected", "projected+colour", "projected+colour+mbstd",
                   "projected+colour+mbstd+identity")
 

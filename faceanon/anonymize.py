@@ -15,7 +15,7 @@ an original face: an image whose faces cannot all be processed fails as a whole.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -164,18 +164,20 @@ class Anonymizer:
                                attempts: Sequence[int]) -> np.ndarray:
         """(faces, attempts): the post-check's shortfall (``PostCheck.shortfall``) of new
         faces drawn from ``identities`` at each of ``attempts``, with no retry: what a clip's
-        track is judged by before its attempt is chosen. The originals are embedded once. Faces
-        that get the fail-safe whatever the draw (too small, or the new face misses the
+        track is judged by before its attempt is chosen. The originals are embedded and the
+        faces aligned once: each further draw is the replacement's own retry of every face.
+        Faces that get the fail-safe whatever the draw (too small, or the new face misses the
         detected one) are -inf: they say nothing of the draw."""
         batch = self._batch(images, faces, identities)
-        small = too_small(batch)
+        replaced = self.replacer.replace(batch)
+        unusable = too_small(batch) | replaced.missed
+        every = np.ones(len(identities), bool)
         shortfalls = []
         for attempt in attempts:
-            drawn = replace(batch, attempts=np.full(len(identities), attempt))
-            replaced = self.replacer.replace(drawn)
+            outputs = (replaced.retry(every, attempt) if attempt else None) or replaced.images
             shortfall = self.replacer.post_check.shortfall(
-                self.similarity(replaced.images, drawn), self.recognizer.match_threshold)
-            shortfalls.append(np.where(small | replaced.missed, -np.inf, shortfall))
+                self.similarity(outputs, batch), self.recognizer.match_threshold)
+            shortfalls.append(np.where(unusable, -np.inf, shortfall))
         return np.stack(shortfalls, axis=1)
 
     def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],

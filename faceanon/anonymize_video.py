@@ -10,9 +10,9 @@ The clip is read several times and written once, so no decoded frame is ever hel
 3. each track's virtual face is drawn ``TRACK_DRAWS`` times (attempt 0, then the draws of the
    image retries) and tried on a sample of its frames, in one more pass; the track starts from
    the draw furthest below the post-check's threshold on its worst sampled frame (by the
-   pipeline's own recognizer: for kfaar and ivfg, the draw least like the original). A face that fails the check in a frame is drawn again for
-   that frame alone, which shows another virtual person there, so a track must not pass only
-   narrowly (on a real talking-head clip, 92 of 249 frames failed before this step); and what
+   pipeline's own recognizer: for kfaar and ivfg, the draw least like the original). A face
+   that fails the check in a frame is drawn again for that frame alone, which shows another
+   virtual person there, so a track must not pass only narrowly (on a real talking-head clip, 92 of 249 frames failed before this step); and what
    the pipeline's recognizer still finds close, another recognizer may match (over three real
    clips under two keys, the evaluator matched 187 frames when tracks started from the first
    draw passing by a cosine margin of 0.02, 104 with the furthest draw). A clip has a

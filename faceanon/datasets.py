@@ -266,31 +266,38 @@ def _hash_regular(path: Path) -> tuple[str, FileStamp]:
     """The SHA-256 of a file, read in chunks rather than whole, and its ``file_stamp``, which
     must be the same before and after."""
     digest = hashlib.sha256()
-    with _regular(path):
-        stamp = file_stamp(path)
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    if file_stamp(path) != stamp:
+    with _regular(path) as st, open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if file_stamp(path) != _stamp(st):
         raise FaceanonError("the file changed while it was read", path)
-    return digest.hexdigest(), stamp
+    return digest.hexdigest(), _stamp(st)
 
 
 def file_stamp(path: Path) -> FileStamp:
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise FaceanonError(f"cannot read: {e.strerror or e}", path) from None
+    with _reading(path):
+        return _stamp(os.stat(path))
+
+
+def _stamp(st: os.stat_result) -> FileStamp:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @contextmanager
-def _regular(path: Path) -> Iterator[None]:
-    """Reading ``path``, which must be a regular file; any failure one ``FaceanonError``."""
-    try:
+def _regular(path: Path) -> Iterator[os.stat_result]:
+    """Reading ``path``, which must be a regular file (its stat result is given); any failure
+    one ``FaceanonError``."""
+    with _reading(path):
         st = os.stat(path)  # follows links; a loop or a dangling link fails here
         if not stat.S_ISREG(st.st_mode):
             raise FaceanonError("not a regular file", path)
+        yield st
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """An ``OSError`` on ``path`` as one ``FaceanonError``."""
+    try:
         yield
     except OSError as e:
         raise FaceanonError(f"cannot read: {e.strerror or e}", path) from None

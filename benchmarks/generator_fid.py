@@ -20,15 +20,27 @@ from pathlib import Path
 from faceanon.fid import InceptionFeatures, Stats, fid, generated_images, reference_stats
 from faceanon.models import create_model
 from faceanon.training.aligned import load_aligned
+from faceanon.nets.stylegan2 import Generator
 from faceanon.training.generator import resize_uint8, run_generator
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_generator_args(ap: argparse.ArgumentParser) -> None:
+    """Which generator (a registered one or a run's last export) and the aligned crops it is
+    measured against; shared with generator_identities.py."""
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--weights", default=None, help="manifest name (default generator)")
     src.add_argument("--run", type=Path, help="a training run folder (its last export)")
     ap.add_argument("--data", required=True, help="aligned .h5 from `faceanon prepare`")
+
+
+def chosen_generator(args: argparse.Namespace, device: str = "cpu") -> Generator:
+    return (run_generator(args.run, device) if args.run
+            else create_model("generator", args.weights, device))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_generator_args(ap)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--psi", type=float, default=1.0)
     ap.add_argument("--ref-cache", type=Path, help="npz of the training crops' statistics")
@@ -36,9 +48,7 @@ def main() -> None:
     args = ap.parse_args()
 
     t0 = time.time()
-    g = run_generator(args.run, args.device) if args.run else create_model("generator",
-                                                                           args.weights,
-                                                                           args.device)
+    g = chosen_generator(args, args.device)
     extractor = InceptionFeatures(args.device)
     if args.ref_cache and args.ref_cache.exists():
         ref = Stats.load(args.ref_cache)

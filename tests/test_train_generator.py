@@ -212,6 +212,46 @@ def test_the_identity_level_is_dlibs_descriptor_of_the_resized_face() -> None:
         dlib_feature_pyramid(net, 96, identity=True)
 
 
+def test_identity_spread_pushes_apart_only_faces_closer_than_unrelated_real_ones(
+        aligned: Path) -> None:
+    """The margin is the real crops' own pair cosine; one face repeated is penalised, the real
+    crops of two people are hardly, and the penalty's gradient reaches the pixels."""
+    from faceanon.training.identity_spread import IdentitySpread
+
+    faces = load_aligned(aligned)
+    reals = torch.from_numpy(faces.images).permute(0, 3, 1, 2).contiguous()
+    spread = IdentitySpread(create_model("recognizer", "dlib"), faces.template, reals)
+    assert 0.5 < spread.margin < 0.99
+    faces = reals.float() / 127.5 - 1.0
+    same = faces[:1].repeat(6, 1, 1, 1).requires_grad_(True)
+    loss = spread(same)
+    assert loss.item() == pytest.approx(1.0 - spread.margin, abs=1e-3)
+    loss.backward()
+    assert same.grad is not None and same.grad.abs().sum() > 0
+    assert spread(faces).item() < 0.5 * loss.item()
+
+
+def test_a_run_with_identity_spread_logs_it_and_an_older_checkpoint_resumes(
+        aligned: Path, tmp_path: Path) -> None:
+    """A checkpoint saved before a setting existed resumes with that setting at its default;
+    asking for another value of it is refused like any other change."""
+    faces = load_aligned(aligned)
+    images = faces.images
+    run = GeneratorTrainer(images, tmp_path / "a", config(identity_spread=2.0),
+                           template=faces.template)
+    run_steps(run, 1)
+    assert "identity_spread" in log_losses(tmp_path / "a")[0]
+    old = GeneratorTrainer(images, tmp_path / "b", config())
+    old.save_checkpoint()
+    ckpt = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)
+    del ckpt["config"]["identity_spread"]
+    torch.save(ckpt, tmp_path / "b" / CHECKPOINT)
+    assert GeneratorTrainer(images, tmp_path / "b", config(), resume=True).step == 0
+    with pytest.raises(FaceanonError, match="other settings.*identity_spread"):
+        GeneratorTrainer(images, tmp_path / "b", config(identity_spread=1.0), resume=True,
+                         template=faces.template)
+
+
 def test_a_branch_starts_from_another_runs_generator_with_a_new_head(aligned: Path,
                                                                      tmp_path: Path) -> None:
     """A run with one more discriminator head starts where the other left off: the same

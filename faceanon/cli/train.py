@@ -162,6 +162,10 @@ def train_generator(
                                                  "on dlib's descriptor, against faces that "
                                                  "are all one person; dlib's network at 112 "
                                                  "px instead of 96)."),
+        identity_spread: float = typer.Option(
+            0.0, "--identity-spread", help="Weight of a generator penalty on faces that dlib "
+                                           "reads as closer than unrelated real faces "
+                                           "(against faces that are all one person; 0 = off)."),
         preset_name: str = typer.Option("128", "--preset", help="tiny, cpu64, cpu64w, 64, 128 "
                                                                 "or 256."),
         batch: int = typer.Option(32, "--batch", help="Minibatch size."),
@@ -193,9 +197,10 @@ def train_generator(
     amp_mode, fid_every = device_policy(device, amp, fid_every)
     faces = load_aligned(data)
     cfg = TrainConfig(preset=preset_name, batch=batch, seed=seed, sample_every_kimg=sample_every,
-                      fid_every_kimg=fid_every, fid_n=fid_n, discriminator=discriminator)
+                      fid_every_kimg=fid_every, fid_n=fid_n, discriminator=discriminator,
+                      identity_spread=identity_spread)
     trainer = GeneratorTrainer(faces.images, out_dir, cfg, device=device, amp=amp_mode,
-                               resume=resume, branch_from=branch_from)
+                               resume=resume, branch_from=branch_from, template=faces.template)
     start_nimg, t0 = trainer.nimg, time.time()
     last = {"t": t0}
 

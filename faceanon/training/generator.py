@@ -40,6 +40,7 @@ from faceanon.fsutil import atomic_torch_save, atomic_write_text
 from faceanon.images import save_image
 from faceanon.models import frozen
 from faceanon.nets.stylegan2 import Discriminator, Generator, StyleGANConfig, preset
+from faceanon.training.identity_spread import IdentitySpread
 
 __all__ = ["TrainConfig", "GeneratorTrainer", "diff_augment", "image_grid", "export_ema",
            "resize_uint8", "run_generator", "build_discriminator", "DISCRIMINATORS"]
@@ -139,6 +140,9 @@ class TrainConfig:
     # "stylegan2": the residual discriminator trained from scratch; "projected": patch heads on
     # frozen features of dlib's face recognizer (faceanon.nets.projected), no R1 needed.
     discriminator: str = "stylegan2"
+    # Weight of G's penalty on fakes that dlib reads as closer than unrelated real faces
+    # (faceanon.training.identity_spread); 0: off.
+    identity_spread: float = 0.0
 
     def architecture(self) -> StyleGANConfig:
         return preset(self.preset, **self.arch)
@@ -271,11 +275,13 @@ class GeneratorTrainer:
 
     ``images``: (N, S, S, 3) uint8; they are resized once to the preset's resolution.
     ``amp``: "bf16" or "fp16" autocast (CUDA), or None for fp32.
+    ``template``: the crops' alignment template, which ``identity_spread`` needs.
     """
 
     def __init__(self, images: np.ndarray, out: str | Path, cfg: TrainConfig,
                  device: str | torch.device = "cpu", amp: str | None = None,
-                 resume: bool = False, branch_from: str | Path | None = None) -> None:
+                 resume: bool = False, branch_from: str | Path | None = None,
+                 template: str | None = None) -> None:
         self.cfg = cfg.resolved()
         self.arch = self.cfg.architecture()
         self.out = Path(out)
@@ -296,6 +302,7 @@ class GeneratorTrainer:
         torch.manual_seed(self.cfg.seed)
         self.G = Generator(self.arch).to(self.device)
         self.D = build_discriminator(self.cfg, self.arch, self.device)
+        self.spread = self._identity_spread(template)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         # channels_last on CUDA and on CPU alike: oneDNN's convolutions are faster in it too
         # (8 % less CPU time per step of cpu64 + projected D on one thread).
@@ -383,11 +390,23 @@ class GeneratorTrainer:
         self.step, self.nimg = int(ckpt["step"]), int(ckpt["nimg"])
         self._cpu_base = float(ckpt.get("cpu_s", 0.0))
 
+    def _identity_spread(self, template: str | None) -> IdentitySpread | None:
+        if not self.cfg.identity_spread:
+            return None
+        if template is None:
+            raise ValueError("identity_spread needs the crops' template")
+        from faceanon.models import create_model
+
+        return IdentitySpread(create_model("recognizer", "dlib", self.device), template,
+                              self.data)
+
     def _load(self, path: Path) -> None:
         ckpt = self._read(path)
-        if ckpt["config"] != self.cfg.run_identity():
-            mine = self.cfg.run_identity()
-            diff = sorted(k for k in ckpt["config"] if ckpt["config"][k] != mine.get(k))
+        # A setting added after the checkpoint was made takes its default, the value it ran with.
+        saved = {**TrainConfig().run_identity(), **ckpt["config"]}
+        mine = self.cfg.run_identity()
+        if saved != mine:
+            diff = sorted(k for k in saved if saved[k] != mine.get(k))
             raise FaceanonError(f"checkpoint was made with other settings ({', '.join(diff)}); "
                                 "use the same options or another --out", path)
         if ckpt.get("data_shape") not in (None, list(self.data.shape)):
@@ -461,6 +480,10 @@ class GeneratorTrainer:
         with self._autocast():
             fake = self._fakes()
             loss_g = F.softplus(-self._d(fake)).mean()
+            if self.spread is not None:
+                spread = self.spread(fake)
+                loss_g = loss_g + self.cfg.identity_spread * spread
+                stats["identity_spread"] = spread.item()
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_G)
@@ -572,7 +595,8 @@ class GeneratorTrainer:
                 "trained_on": f"{data_name} ({faces} aligned faces, template {template})",
                 "discriminator": self.cfg.discriminator, "kimg": round(self.nimg / 1000, 3),
                 "fid": fid, "preset": self.cfg.preset, "arch": self.arch.to_dict(),
-                "dtype": "float16", "default": True}
+                "dtype": "float16", "default": True,
+                **({"identity_spread": self.cfg.identity_spread} if self.spread else {})}
 
     def train(self, kimg: float, progress: Callable[[dict[str, Any]], None] | None = None,
               max_seconds: float | None = None, max_cpu_seconds: float | None = None,

@@ -150,7 +150,7 @@ def test_virtual_faces_with_shipped_weights_are_key_driven(lfw_sample, tmp_path,
         assert res.exit_code == 0, res.output
     run = run_record(outs["a"])
     assert run["settings"]["key_fingerprint"] == keys.load(k1).fingerprint
-    assert set(run["settings"]["models"]) >= {"stylegan2-face64-cpu", "projector-face64-cpu"}
+    assert set(run["settings"]["models"]) >= {"stylegan2-face64-cpu2", "projector-face64-cpu2"}
     for entry in open_input(lfw_sample).entries():
         a, b, c = ((outs[n] / lines(outs[n])[entry.relpath]["output"]).read_bytes() for n in "abc")
         assert a == b, "same key, same input: byte-identical"

@@ -19,7 +19,10 @@ The clip is read several times and written once, so no decoded frame is ever hel
    handful of tracks, so trying every draw on 13 frames each costs little beside the clip's
    own frames. Obfuscate's retries work on the same face longer instead of drawing another
    (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
-4. each frame's tracked faces go through ``Anonymizer.replace_faces`` with their track's code
+4. for a method with a pose transfer (kfaar), each track's original landmarks, read on its
+   aligned crop in every frame, are smoothed over time like the track's own (one more pass):
+   read anew in each frame they shake by a pixel or two, and the pasted features with them;
+5. each frame's tracked faces go through ``Anonymizer.replace_faces`` with their track's code
    and attempt: the method, the post-check against the frame's own face, the retries and the
    fail-safe are those of images, so a face that cannot be replaced safely is obscured, never
    passed on. A frame without a face goes by the no-face policy, as an image does.
@@ -38,12 +41,16 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from faceanon import video
+from faceanon.align import align
 from faceanon.anonymize import Anonymizer
 from faceanon.composite import apply_no_face_policy
 from faceanon.datasets import FAILED, NO_FACE, OK, Entry, Result, file_stamp
 from faceanon.detect import Face
 from faceanon.errors import FaceanonError
-from faceanon.tracking import Detections, Track, best_frames, sample_frames, track_faces
+from faceanon.methods.aligned import AlignedReplacer
+from faceanon.pose_transfer import crop_key
+from faceanon.tracking import (Detections, Track, best_frames, sample_frames, smooth_series,
+                               track_faces)
 
 Step = Callable[[list[Entry]], list[Result]]
 # Progress within a clip, for a long one: (stage, frames done, frames in all or None while the
@@ -105,11 +112,17 @@ class VideoAnonymizer:
         started = time.perf_counter()
         tracks, frames = self.track(clip, name)
         codes = self.identity_codes(clip, name, tracks)
-        attempts = self.first_attempts(clip, name, tracks, codes)
-        by_frame = faces_by_frame(tracks, codes, attempts)
-        report = VideoReport(tracks=len(tracks), redrawn_tracks=int((attempts > 0).sum()))
-        encoded, stats = video.rewrite(clip, name, lambda i, rgb: self._frame(
-            rgb, by_frame.get(i), report, (i + 1, frames)))
+        try:
+            self.steady_poses(clip, name, tracks)
+            attempts = self.first_attempts(clip, name, tracks, codes)
+            by_frame = faces_by_frame(tracks, codes, attempts)
+            report = VideoReport(tracks=len(tracks), redrawn_tracks=int((attempts > 0).sum()))
+            encoded, stats = video.rewrite(clip, name, lambda i, rgb: self._frame(
+                rgb, by_frame.get(i), report, (i + 1, frames)))
+        finally:
+            replacer = self.anonymizer.replacer
+            if isinstance(replacer, AlignedReplacer) and replacer.pose is not None:
+                replacer.pose.release()
         if stats.frames_in != frames:
             raise FaceanonError(f"decoded {stats.frames_in} frames, then {frames}: "
                                 "the file changed while it was read", name)
@@ -139,6 +152,25 @@ class VideoAnonymizer:
                 emb = self.anonymizer.recognizer.embed_faces(rgb, marks[None])[0]
                 sums[k] += emb / max(float(np.linalg.norm(emb)), 1e-12)
         return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+    def steady_poses(self, clip: video.Clip, name: str, tracks: list[Track]) -> None:
+        """Step 4 of the module docstring: the method's pose transfer holds each track's
+        original landmarks smoothed over the track's frames, by the aligned crops the method
+        will be given (the same frame, landmarks and template give the same bytes)."""
+        replacer = self.anonymizer.replacer
+        if not isinstance(replacer, AlignedReplacer) or replacer.pose is None:
+            return
+        pose = replacer.pose
+        keys: list[list[bytes]] = [[] for _ in tracks]
+        marks: list[list[np.ndarray]] = [[] for _ in tracks]
+        for i, rgb, ks in frames_of_tracks(clip, name, [t.frames for t in tracks]):
+            five = np.stack([tracks[k].landmarks[i - tracks[k].start] for k in ks])
+            crops, _ = align(rgb, five, replacer.template, replacer.crop_size)
+            for k, crop in zip(ks, crops):
+                keys[k].append(crop_key(crop))
+                marks[k].append(pose.landmarks(crop))
+        for k in range(len(tracks)):
+            pose.hold(keys[k], smooth_series(np.stack(marks[k])))
 
     def first_attempts(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
                        ) -> np.ndarray:

@@ -33,7 +33,14 @@ if TYPE_CHECKING:
 
 MAX_SHIFT = 0.06  # of the crop width
 
-__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "fit_pose_basis", "smooth_warp"]
+__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "crop_key", "fit_pose_basis",
+           "smooth_warp"]
+
+
+def crop_key(crop: np.ndarray) -> bytes:
+    """A crop's content key: its bytes' hash, with its shape."""
+    return hashlib.blake2b(crop.tobytes(), digest_size=16,
+                           person=str(crop.shape).encode()[:16]).digest()
 
 
 class PoseTransfer(Protocol):
@@ -157,22 +164,38 @@ class LandmarkWarp:
         # The virtual faces' landmarks, by the faces' bytes: a clip's track re-poses one face
         # in every frame (``faceanon.memo``).
         self._virtual: Memo[np.ndarray] = Memo(self.MEMO_FACES)
+        self._held: dict[bytes, np.ndarray] = {}
 
     def landmarks(self, crop: np.ndarray) -> np.ndarray:
         """68 landmarks of the face that an aligned crop holds (its 5 points are the template's)."""
         return self.landmarks68(crop, template_points(self.template, crop.shape[1], crop.shape[0]))
 
+    def hold(self, keys: list[bytes], marks: np.ndarray) -> None:
+        """Take ``marks`` (N, 68, 2) as the landmarks of the original crops with these
+        ``crop_key``s, until ``release``. A clip's track gives its faces' landmarks smoothed
+        over time: read anew in each frame, they shake by a pixel or two, and the warp with
+        them, so the pasted features shiver where the face is still."""
+        self._held.update(zip(keys, np.asarray(marks, np.float64)))
+
+    def release(self) -> None:
+        """Forget what ``hold`` gave."""
+        self._held = {}
+
+    def original_landmarks(self, crop: np.ndarray) -> np.ndarray:
+        """An original crop's landmarks: those held for it, else read from it."""
+        held = self._held.get(crop_key(crop)) if self._held else None
+        return self.landmarks(crop) if held is None else held
+
     def goal(self, virtual: np.ndarray, original: np.ndarray) -> PoseGoal:
         from faceanon.generators import PoseGoal
 
-        return PoseGoal(self.basis, np.stack([self.landmarks(c) for c in original]),
+        return PoseGoal(self.basis, np.stack([self.original_landmarks(c) for c in original]),
                         np.stack([self.landmarks(c) for c in virtual]), virtual.shape[2])
 
     def __call__(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray:
         size = virtual.shape[1]
-        l_o = self.landmarks(original)
-        name = hashlib.blake2b(virtual.tobytes(), digest_size=16,
-                               person=str(virtual.shape).encode()[:16]).digest()
+        l_o = self.original_landmarks(original)
+        name = crop_key(virtual)
         l_v = self._virtual.find(name)
         if l_v is None:
             l_v = self.landmarks(virtual)

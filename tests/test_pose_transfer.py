@@ -129,3 +129,24 @@ def test_a_virtual_face_reposed_again_reuses_its_landmarks(monkeypatch):
     fresh = LandmarkWarp(basis, Landmarks68(), generator.template)
     assert np.array_equal(second, fresh(virtual, originals[1]))
     assert np.array_equal(first, fresh(virtual, originals[0]))
+
+
+def test_held_landmarks_stand_for_an_originals_own_until_released():
+    """A clip's track holds its originals' landmarks smoothed over time: the warp takes the
+    held ones for that crop, and reads the crop again once they are released."""
+    from faceanon.keys import Key
+    from faceanon.models import create_model, registry_entry
+    from faceanon.pose_transfer import LandmarkWarp, crop_key
+
+    basis = create_model("pose-basis", registry_entry("pose-basis")["name"])
+    generator = create_model("face-generator")
+    virtual = generator.generate(np.random.default_rng(1).normal(size=(1, 128)),
+                                 Key(bytes(range(32)), 0))[0]
+    a, b = generator.generate(np.random.default_rng(2).normal(size=(2, 128)), Key(bytes(32), 0))
+    warp = LandmarkWarp(basis, Landmarks68(), generator.template)
+    own_a, own_b = warp(virtual, a), warp(virtual, b)
+    assert not np.array_equal(own_a, own_b)
+    warp.hold([crop_key(a)], warp.landmarks(b)[None])
+    assert np.array_equal(warp(virtual, a), own_b), "a's warp with b's landmarks held for it"
+    warp.release()
+    assert np.array_equal(warp(virtual, a), own_a)

@@ -29,7 +29,7 @@ from faceanon.errors import FaceanonError
 from faceanon.evaluation.video import ClipPair, evaluate_clips
 from faceanon.methods.aligned import AlignedReplacer
 from faceanon.methods.base import FaceReplacer
-from faceanon.tracking import best_frames, sample_frames
+from faceanon.tracking import best_frames, sample_frames, smooth_series
 
 
 runner = CliRunner()
@@ -592,3 +592,32 @@ def test_kfaar_clip_one_steady_virtual_person(pipeline: Anonymizer, tmp_path: Pa
     got = figures["clips"]["clip.mp4"]
     assert got["frames_left_visible"] == 0
     assert got["identity_consistency"] >= 0.95
+
+
+@pytest.mark.slow
+def test_kfaar_tracks_hold_their_pose_landmarks_smoothed(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """kfaar re-poses every frame's virtual face with the track's landmarks smoothed over time
+    (held for the very crops it is given), not with those read anew in each frame; they are
+    released with the clip."""
+    from faceanon.pose_transfer import LandmarkWarp, crop_key
+
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(12), audio=False)
+    kfaar = build_anonymizer("kfaar", keys.Key(bytes(range(32)), 0))
+    held: list[np.ndarray] = []
+    read: list[np.ndarray] = []
+    unheld: list[bytes] = []
+    hold, landmarks, original = (LandmarkWarp.hold, LandmarkWarp.landmarks,
+                                 LandmarkWarp.original_landmarks)
+    monkeypatch.setattr(LandmarkWarp, "hold", lambda self, ks, marks: (
+        held.append(np.array(marks)), hold(self, ks, marks))[1])
+    monkeypatch.setattr(LandmarkWarp, "landmarks", lambda self, crop: (
+        read.append(landmarks(self, crop)), read[-1])[1])
+    monkeypatch.setattr(LandmarkWarp, "original_landmarks", lambda self, crop: (
+        crop_key(crop) in self._held or unheld.append(crop_key(crop)), original(self, crop))[1])
+    data, report = VideoAnonymizer(kfaar).anonymize(clip.read_bytes(), clip.name)
+    assert report.frames_out == 12 and len(held) == 1 and held[0].shape == (12, 68, 2)
+    raw = np.stack(read[:12])  # the steadying pass reads each frame's original first
+    assert np.allclose(held[0], smooth_series(raw)) and not np.allclose(held[0], raw)
+    assert unheld == [], "every original the warp was given had landmarks held for it"
+    assert kfaar.replacer.pose._held == {}

@@ -5,12 +5,16 @@ one are theirs in common; each method only makes the new crops."""
 from __future__ import annotations
 
 from abc import abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from faceanon.align import align, transform_points
 from faceanon.composite import ellipse_mask, paste_faces
 from faceanon.methods.base import FaceBatch, FaceReplacer, Replacement
+
+if TYPE_CHECKING:
+    from faceanon.pose_transfer import LandmarkWarp
 
 MIN_COVERAGE = 0.7  # share of the detector box's inner ellipse the pasted face must cover
 
@@ -26,6 +30,9 @@ class AlignedReplacer(FaceReplacer):
     match_colour = True  # recolour each new face to the one it replaces (see composite.paste)
     template: str
     crop_size: int
+    # The pose transfer that gives new faces the originals' pose (kfaar's), if the method has
+    # one: a clip's tracks hold its original landmarks steady (``LandmarkWarp.hold``).
+    pose: LandmarkWarp | None = None
 
     @abstractmethod
     def new_faces(self, crops: np.ndarray, identities: np.ndarray, attempt: int) -> np.ndarray:

@@ -21,6 +21,8 @@ class PosedVirtualFaces(VirtualFaceReplacer):
     """Virtual faces re-posed like the faces they replace: first by the generator itself where
     it has pose control, then in the image."""
 
+    pose: LandmarkWarp
+
     def __init__(self, generator: FaceGenerator, key: Key, pose: LandmarkWarp,
                  pose_model: str) -> None:
         super().__init__(generator, key)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -48,9 +48,12 @@ from faceanon.datasets import FAILED, NO_FACE, OK, Entry, Result, file_stamp
 from faceanon.detect import Face
 from faceanon.errors import FaceanonError
 from faceanon.methods.aligned import AlignedReplacer
-from faceanon.pose_transfer import crop_key
+from faceanon.memo import content_key
 from faceanon.tracking import (Detections, Track, best_frames, sample_frames, smooth_series,
                                track_faces)
+
+if TYPE_CHECKING:
+    from faceanon.pose_transfer import LandmarkWarp
 
 Step = Callable[[list[Entry]], list[Result]]
 # Progress within a clip, for a long one: (stage, frames done, frames in all or None while the
@@ -120,9 +123,8 @@ class VideoAnonymizer:
             encoded, stats = video.rewrite(clip, name, lambda i, rgb: self._frame(
                 rgb, by_frame.get(i), report, (i + 1, frames)))
         finally:
-            replacer = self.anonymizer.replacer
-            if isinstance(replacer, AlignedReplacer) and replacer.pose is not None:
-                replacer.pose.release()
+            if pose := self._pose():
+                pose.release()
         if stats.frames_in != frames:
             raise FaceanonError(f"decoded {stats.frames_in} frames, then {frames}: "
                                 "the file changed while it was read", name)
@@ -157,20 +159,24 @@ class VideoAnonymizer:
         """Step 4 of the module docstring: the method's pose transfer holds each track's
         original landmarks smoothed over the track's frames, by the aligned crops the method
         will be given (the same frame, landmarks and template give the same bytes)."""
-        replacer = self.anonymizer.replacer
-        if not isinstance(replacer, AlignedReplacer) or replacer.pose is None:
+        pose, replacer = self._pose(), self.anonymizer.replacer
+        if pose is None or not isinstance(replacer, AlignedReplacer):
             return
-        pose = replacer.pose
         keys: list[list[bytes]] = [[] for _ in tracks]
         marks: list[list[np.ndarray]] = [[] for _ in tracks]
         for i, rgb, ks in frames_of_tracks(clip, name, [t.frames for t in tracks]):
             five = np.stack([tracks[k].landmarks[i - tracks[k].start] for k in ks])
             crops, _ = align(rgb, five, replacer.template, replacer.crop_size)
             for k, crop in zip(ks, crops):
-                keys[k].append(crop_key(crop))
+                keys[k].append(content_key(crop))
                 marks[k].append(pose.landmarks(crop))
         for k in range(len(tracks)):
             pose.hold(keys[k], smooth_series(np.stack(marks[k])))
+
+    def _pose(self) -> LandmarkWarp | None:
+        """The method's pose transfer, if it has one (``AlignedReplacer.pose``)."""
+        replacer = self.anonymizer.replacer
+        return replacer.pose if isinstance(replacer, AlignedReplacer) else None
 
     def first_attempts(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
                        ) -> np.ndarray:

@@ -15,7 +15,6 @@ pose as a ``PoseGoal`` of landmarks first; the warp then refines what is left.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,7 +24,7 @@ import torch
 
 from faceanon.align import template_points
 from faceanon.errors import FaceanonError
-from faceanon.memo import Memo
+from faceanon.memo import Memo, content_key
 
 if TYPE_CHECKING:
     from faceanon.generators import PoseGoal
@@ -33,14 +32,7 @@ if TYPE_CHECKING:
 
 MAX_SHIFT = 0.06  # of the crop width
 
-__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "crop_key", "fit_pose_basis",
-           "smooth_warp"]
-
-
-def crop_key(crop: np.ndarray) -> bytes:
-    """A crop's content key: its bytes' hash, with its shape."""
-    return hashlib.blake2b(crop.tobytes(), digest_size=16,
-                           person=str(crop.shape).encode()[:16]).digest()
+__all__ = ["PoseTransfer", "PoseBasis", "LandmarkWarp", "fit_pose_basis", "smooth_warp"]
 
 
 class PoseTransfer(Protocol):
@@ -172,7 +164,7 @@ class LandmarkWarp:
 
     def hold(self, keys: list[bytes], marks: np.ndarray) -> None:
         """Take ``marks`` (N, 68, 2) as the landmarks of the original crops with these
-        ``crop_key``s, until ``release``. A clip's track gives its faces' landmarks smoothed
+        ``content_key``s (``faceanon.memo``), until ``release``. A clip's track gives its faces' landmarks smoothed
         over time: read anew in each frame, they shake by a pixel or two, and the warp with
         them, so the pasted features shiver where the face is still."""
         self._held.update(zip(keys, np.asarray(marks, np.float64)))
@@ -183,7 +175,7 @@ class LandmarkWarp:
 
     def original_landmarks(self, crop: np.ndarray) -> np.ndarray:
         """An original crop's landmarks: those held for it, else read from it."""
-        held = self._held.get(crop_key(crop)) if self._held else None
+        held = self._held.get(content_key(crop)) if self._held else None
         return self.landmarks(crop) if held is None else held
 
     def goal(self, virtual: np.ndarray, original: np.ndarray) -> PoseGoal:
@@ -195,7 +187,7 @@ class LandmarkWarp:
     def __call__(self, virtual: np.ndarray, original: np.ndarray) -> np.ndarray:
         size = virtual.shape[1]
         l_o = self.original_landmarks(original)
-        name = crop_key(virtual)
+        name = content_key(virtual)
         l_v = self._virtual.find(name)
         if l_v is None:
             l_v = self.landmarks(virtual)

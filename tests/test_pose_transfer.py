@@ -136,7 +136,8 @@ def test_held_landmarks_stand_for_an_originals_own_until_released():
     held ones for that crop, and reads the crop again once they are released."""
     from faceanon.keys import Key
     from faceanon.models import create_model, registry_entry
-    from faceanon.pose_transfer import LandmarkWarp, crop_key
+    from faceanon.memo import content_key
+    from faceanon.pose_transfer import LandmarkWarp
 
     basis = create_model("pose-basis", registry_entry("pose-basis")["name"])
     generator = create_model("face-generator")
@@ -146,7 +147,7 @@ def test_held_landmarks_stand_for_an_originals_own_until_released():
     warp = LandmarkWarp(basis, Landmarks68(), generator.template)
     own_a, own_b = warp(virtual, a), warp(virtual, b)
     assert not np.array_equal(own_a, own_b)
-    warp.hold([crop_key(a)], warp.landmarks(b)[None])
+    warp.hold([content_key(a)], warp.landmarks(b)[None])
     assert np.array_equal(warp(virtual, a), own_b), "a's warp with b's landmarks held for it"
     warp.release()
     assert np.array_equal(warp(virtual, a), own_a)

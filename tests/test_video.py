@@ -600,7 +600,8 @@ def test_kfaar_tracks_hold_their_pose_landmarks_smoothed(tmp_path: Path,
     """kfaar re-poses every frame's virtual face with the track's landmarks smoothed over time
     (held for the very crops it is given), not with those read anew in each frame; they are
     released with the clip."""
-    from faceanon.pose_transfer import LandmarkWarp, crop_key
+    from faceanon.memo import content_key
+    from faceanon.pose_transfer import LandmarkWarp
 
     clip = write_clip(tmp_path / "clip.mp4", face_frames(12), audio=False)
     kfaar = build_anonymizer("kfaar", keys.Key(bytes(range(32)), 0))
@@ -614,7 +615,8 @@ def test_kfaar_tracks_hold_their_pose_landmarks_smoothed(tmp_path: Path,
     monkeypatch.setattr(LandmarkWarp, "landmarks", lambda self, crop: (
         read.append(landmarks(self, crop)), read[-1])[1])
     monkeypatch.setattr(LandmarkWarp, "original_landmarks", lambda self, crop: (
-        crop_key(crop) in self._held or unheld.append(crop_key(crop)), original(self, crop))[1])
+        content_key(crop) in self._held or unheld.append(content_key(crop)),
+        original(self, crop))[1])
     data, report = VideoAnonymizer(kfaar).anonymize(clip.read_bytes(), clip.name)
     assert report.frames_out == 12 and len(held) == 1 and held[0].shape == (12, 68, 2)
     raw = np.stack(read[:12])  # the steadying pass reads each frame's original first

@@ -94,7 +94,8 @@ def main() -> None:
         print(f"{r['method']}: {r['video_fps']:.2f} frames/s as video, {r['image_fps']:.2f} as "
               f"images (ratio {r['ratio_video_to_images']:.2f}); left visible "
               f"{e['frames_left_visible']}/{e['frames']} {e['visible_frames']}; consistency "
-              f"{e['identity_consistency']}; jitter ratio {e['jitter_ratio']}")
+              f"{e['identity_consistency']}; jitter ratio {e['jitter_ratio']} (median "
+              f"{e['jitter_median_ratio']})")
     print(json.dumps(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

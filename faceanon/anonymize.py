@@ -159,12 +159,13 @@ class Anonymizer:
                                                   np.flatnonzero(batch.owners == i)]))
                 for i in images}
 
-    def shortfall_of_new_faces(self, images: dict[int, np.ndarray],
-                               faces: dict[int, list[Face]], identities: np.ndarray,
-                               attempts: Sequence[int]) -> np.ndarray:
-        """(faces, attempts): the post-check's shortfall (``PostCheck.shortfall``) of new
-        faces drawn from ``identities`` at each of ``attempts``, with no retry: what a clip's
-        track is judged by before its attempt is chosen. The originals are embedded and the
+    def try_new_faces(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
+                      identities: np.ndarray, attempts: Sequence[int]
+                      ) -> tuple[np.ndarray, list[dict[int, np.ndarray]]]:
+        """New faces drawn from ``identities`` at each of ``attempts``, with no retry: what a
+        clip's track is judged by before its attempt is chosen. Returns the post-check's
+        shortfall (``PostCheck.shortfall``) per face and attempt (faces, attempts), and per
+        attempt the images with every face drawn at it. The originals are embedded and the
         faces aligned once: each further draw is the replacement's own retry of every face.
         Faces that get the fail-safe whatever the draw (too small, or the new face misses the
         detected one) are -inf: they say nothing of the draw."""
@@ -172,13 +173,14 @@ class Anonymizer:
         replaced = self.replacer.replace(batch)
         unusable = too_small(batch) | replaced.missed
         every = np.ones(len(identities), bool)
-        shortfalls = []
+        shortfalls, drawn = [], []
         for attempt in attempts:
             outputs = (replaced.retry(every, attempt) if attempt else None) or replaced.images
             shortfall = self.replacer.post_check.shortfall(
                 self.similarity(outputs, batch), self.recognizer.match_threshold)
             shortfalls.append(np.where(unusable, -np.inf, shortfall))
-        return np.stack(shortfalls, axis=1)
+            drawn.append(outputs)
+        return np.stack(shortfalls, axis=1), drawn
 
     def _batch(self, images: dict[int, np.ndarray], faces: dict[int, list[Face]],
                codes: np.ndarray | None = None, attempts: np.ndarray | None = None

@@ -8,17 +8,23 @@ The clip is read several times and written once, so no decoded frame is ever hel
 2. each track's identity code is the mean embedding of its best frames (largest, most frontal),
    so a person is one virtual person for the whole clip, whatever the angle of each frame;
 3. each track's virtual face is drawn ``TRACK_DRAWS`` times (attempt 0, then the draws of the
-   image retries) and tried on a sample of its frames, in one more pass; the track starts from
-   the draw furthest below the post-check's threshold on its worst sampled frame (by the
-   pipeline's own recognizer: for kfaar and ivfg, the draw least like the original). A face
-   that fails the check in a frame is drawn again for that frame alone, which shows another
-   virtual person there, so a track must not pass only narrowly (on a real talking-head clip, 92 of 249 frames failed before this step); and what
-   the pipeline's recognizer still finds close, another recognizer may match (over three real
-   clips under two keys, the evaluator matched 187 frames when tracks started from the first
-   draw passing by a cosine margin of 0.02, 104 with the furthest draw). A clip has a
-   handful of tracks, so trying every draw on 13 frames each costs little beside the clip's
-   own frames. Obfuscate's retries work on the same face longer instead of drawing another
-   (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
+   image retries) and tried, in one more pass, on a sample of its frames and on a few runs of
+   consecutive frames (``tracking.tried_frames``). Of the draws that stay ``SAFE_MARGIN`` below
+   the post-check's threshold on every tried frame (by the pipeline's own recognizer: for
+   kfaar and ivfg, draws unlike the original), the track starts from the one on which the
+   detector finds the five landmarks most steadily over the runs; where none is that safe,
+   from the one furthest below the threshold. A face that fails the check in a frame is drawn
+   again for that frame alone, which shows another virtual person there, so a track must not
+   pass only narrowly (on a real talking-head clip, 92 of 249 frames failed before this step);
+   and what the pipeline's recognizer still finds close, another recognizer may match (over
+   three real clips under two keys, the evaluator matched 187 frames when tracks started from
+   the first draw passing by a cosine margin of 0.02, 104 with the furthest draw). Draws
+   differ in steadiness too: some virtual faces are smeared enough that the detector places
+   their features anew in every frame, and on two real clips the whole-clip landmark jitter of
+   one track went from 2.39 to 0.88 (and 1.99 to 0.74, 2.41 to 0.87) between draws. A clip has
+   a handful of tracks, so trying every draw on about 40 frames each costs little beside a
+   clip of minutes. Obfuscate's retries work on the same face longer instead of drawing
+   another (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
 4. for a method with a pose transfer (kfaar), each track's original landmarks, read on its
    aligned crop in every frame, are smoothed over time like the track's own (one more pass):
    read anew in each frame they shake by a pixel or two, and the pasted features with them;
@@ -49,8 +55,8 @@ from faceanon.detect import Face
 from faceanon.errors import FaceanonError
 from faceanon.methods.aligned import AlignedReplacer
 from faceanon.memo import content_key
-from faceanon.tracking import (Detections, Track, best_frames, sample_frames, smooth_series,
-                               track_faces)
+from faceanon.tracking import (Detections, Track, acceleration, best_frames, smooth_series,
+                               steady_runs, track_faces, tried_frames)
 
 if TYPE_CHECKING:
     from faceanon.pose_transfer import LandmarkWarp
@@ -61,9 +67,14 @@ Step = Callable[[list[Entry]], list[Result]]
 FrameProgress = Callable[[str, int, "int | None"], None]
 # Draws each track is tried with before its clip is written (step 3 of the module docstring):
 # more than an image's retries, since a whole clip's frames hang on the choice and a draw costs
-# only a sample of frames. On a talking-head clip under one key, the first three draws passed
-# dlib's post-check by at most 0.003 and the fourth by 0.069: draws differ that much.
+# only some frames. On a talking-head clip under one key, the first three draws passed dlib's
+# post-check by at most 0.003 and the fourth by 0.069: draws differ that much.
 TRACK_DRAWS = 6
+# How far below the post-check's threshold (cosine) a draw must stay on all its tried frames
+# for steadiness to choose among the draws: on the 480p and head-turning clips, whose draws
+# stayed 0.026 to 0.12 below, it leaves out only the narrowest (the earlier rule of taking the
+# first draw that passed by 0.02 left many frames to the evaluator).
+SAFE_MARGIN = 0.03
 
 
 @dataclass
@@ -181,20 +192,55 @@ class VideoAnonymizer:
     def first_attempts(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
                        ) -> np.ndarray:
         """(tracks,) the attempt each track's faces start from (step 3 of the module
-        docstring): of ``TRACK_DRAWS``, the one whose post-check shortfall on the track's worst
-        sampled frame is lowest (furthest below the threshold); the first such on a tie. Zeros
-        without a pass for a method that draws nothing from identities (its attempts are all
-        alike) or whose retries draw no other face."""
+        docstring, ``choose_draws``). Zeros without a pass for a method that draws nothing
+        from identities (its attempts are all alike) or whose retries draw no other face."""
         replacer = self.anonymizer.replacer
         if not (replacer.draws_from_identity and replacer.retry_draws_another_face):
             return np.zeros(len(tracks), int)
+        return choose_draws(*self.try_draws(clip, name, tracks, codes))
+
+    def try_draws(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Each track's ``TRACK_DRAWS`` tried on its sampled frames and steady runs, in one more
+        pass: (tracks, draws) the post-check's shortfall on the track's worst tried frame, and
+        how much the detector's landmarks on the pasted face shake over the runs
+        (``tracking.acceleration``, mean; inf where it found the face in no three frames in a
+        row)."""
+        runs = [steady_runs(t) for t in tracks]
+        watched = [set(np.concatenate(r).tolist()) for r in runs]
+        tried = [tried_frames(t) for t in tracks]
         worst = np.full((len(tracks), TRACK_DRAWS), -np.inf)
-        for i, rgb, ks in frames_of_tracks(clip, name, [sample_frames(t) for t in tracks]):
+        found: dict[tuple[int, int], list[np.ndarray | None]] = {}
+        for i, rgb, ks in frames_of_tracks(clip, name, tried):
             faces = [track_face(tracks[k], i - tracks[k].start) for k in ks]
-            short = self.anonymizer.shortfall_of_new_faces({0: rgb}, {0: faces}, codes[ks],
-                                                           range(TRACK_DRAWS))
+            short, drawn = self.anonymizer.try_new_faces({0: rgb}, {0: faces}, codes[ks],
+                                                         range(TRACK_DRAWS))
             worst[ks] = np.maximum(worst[ks], short)
-        return worst.argmin(1)
+            for k, face in zip(ks, faces):
+                if i in watched[k]:
+                    found[k, i] = [self._landmarks_near(out[0], face.box) for out in drawn]
+        shaking = np.full((len(tracks), TRACK_DRAWS), np.inf)
+        for k, track in enumerate(tracks):
+            for d in range(TRACK_DRAWS):
+                accs = [float(acceleration(np.stack(three), _eyes(track, run[1]))[0])
+                        for run in runs[k] for three in _triples([found[k, i][d] for i in run])]
+                shaking[k, d] = np.mean(accs) if accs else np.inf
+        return worst, shaking
+
+    def _landmarks_near(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+        """The five landmarks the detector finds on the face at ``box`` in ``rgb``, searched in
+        the region around it (a box's size on each side) rather than the whole frame; None
+        where it finds none."""
+        x1, y1, x2, y2 = box
+        left, top = max(int(2 * x1 - x2), 0), max(int(2 * y1 - y2), 0)
+        faces = self.anonymizer.detector(rgb[top:max(int(2 * y2 - y1), top + 1),
+                                             left:max(int(2 * x2 - x1), left + 1)])
+        if not faces:
+            return None
+        centre = np.array([(x1 + x2) / 2 - left, (y1 + y2) / 2 - top])
+        near = min(faces, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2
+                                                             - centre)))
+        return near.landmarks5 + np.array([left, top])
 
     def _frame(self, rgb: np.ndarray, tracked: FrameFaces | None, report: VideoReport,
                position: tuple[int, int]) -> np.ndarray | None:
@@ -229,6 +275,30 @@ class VideoAnonymizer:
             return Result(OK, data=data, extra=extra, seal=seal)
         return Result(NO_FACE, data=data, extra=extra, seal=seal,
                       reason=f"no face found in any frame; policy {self.anonymizer.no_face}")
+
+
+def choose_draws(worst: np.ndarray, shaking: np.ndarray) -> np.ndarray:
+    """(tracks,) the draw each track starts from, given ``try_draws``' figures: of the draws
+    that pass the post-check by ``SAFE_MARGIN`` on every tried frame, the one whose features the
+    detector finds most steadily; where none does (or none was found in three frames in a
+    row), the one furthest below the threshold. The first such on a tie."""
+    safe = worst <= -SAFE_MARGIN
+    steadiest = np.where(safe, shaking, np.inf).argmin(1)
+    return np.where((safe & np.isfinite(shaking)).any(1), steadiest, worst.argmin(1))
+
+
+def _triples(marks: list[np.ndarray | None]) -> Iterator[list[np.ndarray]]:
+    """Each three consecutive entries of ``marks`` in which the face was found."""
+    for j in range(len(marks) - 2):
+        three = marks[j:j + 3]
+        if all(m is not None for m in three):
+            yield three  # type: ignore[misc]
+
+
+def _eyes(track: Track, frame: int) -> float:
+    """The track's eye distance at ``frame``, px."""
+    marks = track.landmarks[frame - track.start]
+    return float(np.linalg.norm(marks[1] - marks[0]))
 
 
 def faces_by_frame(tracks: list[Track], codes: np.ndarray, attempts: np.ndarray

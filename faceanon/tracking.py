@@ -29,6 +29,7 @@ MIN_IOU = 0.3     # overlap of a detection with a track's predicted box to join 
 WINDOW = 7        # frames in the centred smoothing window
 BEST_FRAMES = 5   # frames a track's identity is computed from
 SPREAD_FRAMES = 8  # frames spread over a track (besides its best) its first draw is tried on
+STEADY_RUNS, STEADY_LENGTH = 4, 6  # runs of consecutive frames a track's draws are watched in
 
 
 @dataclass(frozen=True)
@@ -219,3 +220,25 @@ def sample_frames(track: Track, spread: int = SPREAD_FRAMES) -> np.ndarray:
                         .astype(int)]
     return np.union1d(best_frames(track), even)
 
+
+def steady_runs(track: Track, runs: int = STEADY_RUNS, length: int = STEADY_LENGTH
+                ) -> list[np.ndarray]:
+    """``runs`` stretches of ``length`` consecutive frames spread evenly over ``track`` (fewer
+    on a short track): where its draws are watched for how steadily their features are found."""
+    length = min(length, len(track))
+    starts = np.linspace(0, len(track) - length, min(runs, len(track) // length)).round()
+    return [track.frames[int(s):int(s) + length] for s in np.unique(starts)]
+
+
+def tried_frames(track: Track) -> np.ndarray:
+    """The frames a track's draws are tried on before its clip is written: its sampled frames
+    and its steady runs, in order, without repeats."""
+    return np.union1d(sample_frames(track), np.concatenate(steady_runs(track)))
+
+
+def acceleration(marks: np.ndarray, eyes: float) -> np.ndarray:
+    """(T - 2,) the mean acceleration of five landmarks over consecutive frames (T, 5, 2), in
+    ``eyes`` (an eye distance, px) per frame²: how much a face shakes, whatever its size. A
+    steady or evenly moving face scores 0."""
+    second = marks[:-2] - 2 * marks[1:-1] + marks[2:]
+    return np.linalg.norm(second, axis=2).mean(axis=1) / max(eyes, 1.0)

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from faceanon.tracking import (BEST_FRAMES, MAX_GAP, SPREAD_FRAMES, Detections, best_frames,
-                               link, sample_frames, smooth_series, track_faces)
+from faceanon.tracking import (BEST_FRAMES, MAX_GAP, SPREAD_FRAMES, STEADY_LENGTH, STEADY_RUNS,
+                               Detections, acceleration, best_frames, link, sample_frames,
+                               smooth_series, steady_runs, track_faces, tried_frames)
 
 
 def face(x: float, y: float = 100.0, side: float = 80.0, turn: float = 0.0) -> tuple:
@@ -103,3 +104,28 @@ def test_a_track_is_sampled_at_its_best_frames_and_evenly_over_it() -> None:
     short = replace(track, boxes=track.boxes[:3], landmarks=track.landmarks[:3],
                     scores=track.scores[:3], detected=track.detected[:3])
     assert sample_frames(short).tolist() == [0, 1, 2]
+
+
+def test_draws_are_watched_in_runs_of_consecutive_frames_spread_over_a_track() -> None:
+    frames = [Detections(np.array([[10.0 + t, 10, 60 + t, 70]]),
+                         np.array([[[25.0 + t, 30], [45 + t, 30], [35 + t, 42], [27 + t, 55],
+                                    [43 + t, 55]]]), np.array([0.99])) for t in range(40)]
+    track, = link(frames)
+    runs = steady_runs(track)
+    assert len(runs) == STEADY_RUNS and runs[0][0] == 0 and runs[-1][-1] == 39
+    assert all(len(r) == STEADY_LENGTH and np.all(np.diff(r) == 1) for r in runs)
+    tried = tried_frames(track)
+    assert set(sample_frames(track)) | set(np.concatenate(runs)) == set(tried.tolist())
+    short = replace(track, boxes=track.boxes[:4], landmarks=track.landmarks[:4],
+                    scores=track.scores[:4], detected=track.detected[:4])
+    assert [r.tolist() for r in steady_runs(short)] == [[0, 1, 2, 3]]
+
+
+def test_acceleration_is_zero_for_even_motion_and_scales_with_the_face() -> None:
+    marks = np.array([[[30.0, 40], [50, 40], [40, 50], [32, 60], [48, 60]]])
+    moving = marks + np.arange(4)[:, None, None] * np.array([3.0, 1.0])
+    assert np.allclose(acceleration(moving, 20.0), 0.0)
+    shaken = moving.copy()
+    shaken[1] += [2.0, 0.0]  # one frame 2 px off
+    assert np.allclose(acceleration(shaken, 20.0), [0.2, 0.1])  # 2·2 px, then 2 px, over 20
+    assert np.allclose(acceleration(shaken * 2, 40.0), acceleration(shaken, 20.0))

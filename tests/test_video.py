@@ -23,13 +23,13 @@ from clips import face_frames, probe, write_clip, write_tone
 from conftest import REPO
 from faceanon import datasets, keys, records, video
 from faceanon.anonymize import Anonymizer, build_anonymizer, run_anonymize
-from faceanon.anonymize_video import TRACK_DRAWS, VideoAnonymizer
+from faceanon.anonymize_video import TRACK_DRAWS, VideoAnonymizer, choose_draws
 from faceanon.cli import app
 from faceanon.errors import FaceanonError
 from faceanon.evaluation.video import ClipPair, evaluate_clips
 from faceanon.methods.aligned import AlignedReplacer
 from faceanon.methods.base import FaceReplacer
-from faceanon.tracking import best_frames, sample_frames, smooth_series
+from faceanon.tracking import best_frames, smooth_series, tried_frames
 
 
 runner = CliRunner()
@@ -388,9 +388,9 @@ def test_one_identity_code_per_track(pipeline: Anonymizer, tmp_path: Path) -> No
     main = max(tracks, key=len)
     _, report = videos.anonymize(data, clip.name)
     codes = np.stack(recorder.codes)
-    # Each face once, and each track's sampled frames once per draw when its attempt was
+    # Each face once, and each track's tried frames once per draw when its attempt was
     # chosen (grey faces are alike, so the first draw).
-    tried = TRACK_DRAWS * sum(len(sample_frames(t)) for t in tracks)
+    tried = TRACK_DRAWS * sum(len(tried_frames(t)) for t in tracks)
     assert report.faces >= 12 and len(codes) == report.faces + tried
     assert report.redrawn_tracks == 0
     # The main track's faces are all drawn from one code, the mean of its best frames.
@@ -401,7 +401,7 @@ def test_one_identity_code_per_track(pipeline: Anonymizer, tmp_path: Path) -> No
     mean = (own / np.linalg.norm(own, axis=1, keepdims=True)).mean(0)
     mean /= np.linalg.norm(mean)
     matching = np.isclose(codes @ mean, 1.0, atol=1e-5)
-    assert matching.sum() == len(main) + TRACK_DRAWS * len(sample_frames(main))
+    assert matching.sum() == len(main) + TRACK_DRAWS * len(tried_frames(main))
     assert len(np.unique(codes[matching].round(6), axis=0)) == 1
 
 
@@ -421,21 +421,21 @@ def test_blur_reads_no_identity_codes(pipeline: Anonymizer, tmp_path: Path,
     tracks, _ = drawn.track(clip.read_bytes(), clip.name)
     _, report = drawn.anonymize(clip.read_bytes(), clip.name)
     # A method that draws from identities: the best frames of each track besides, and its
-    # sampled frames when its attempt is chosen (the original once, each draw's output).
+    # tried frames when its attempt is chosen (the original once, each draw's output).
     assert sum(embedded) == 2 * report.faces + sum(
-        len(best_frames(t)) + (1 + TRACK_DRAWS) * len(sample_frames(t)) for t in tracks)
+        len(best_frames(t)) + (1 + TRACK_DRAWS) * len(tried_frames(t)) for t in tracks)
 
 
 def test_a_track_starts_from_a_draw_that_passes_on_its_sampled_frames(
         pipeline: Anonymizer, tmp_path: Path) -> None:
     """Had the first attempt been kept, every frame would have been drawn again on its own
-    (flagged); every draw is tried on the track's sampled frames first and the track starts at
+    (flagged); every draw is tried on the track's tried frames first and the track starts at
     one that passes, so every frame gets the same virtual face and none is flagged."""
     clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
     method = PassesFromAttempt()
     videos = VideoAnonymizer(using(pipeline, method))
     tracks, _ = videos.track(clip.read_bytes(), clip.name)
-    tried = sum(len(sample_frames(t)) for t in tracks) * TRACK_DRAWS
+    tried = sum(len(tried_frames(t)) for t in tracks) * TRACK_DRAWS
     data, report = videos.anonymize(clip.read_bytes(), clip.name)
     assert report.redrawn_tracks == report.tracks == len(tracks) >= 1
     assert report.flagged_frames == 0 and report.faces >= 8
@@ -449,35 +449,70 @@ def test_a_track_starts_from_a_draw_that_passes_on_its_sampled_frames(
             assert face_change(a, b, face.box) > 8
 
 
+@pytest.mark.parametrize("worst, shaking, chosen", [
+    # Of the draws safely below the threshold, the steadiest, not the furthest below.
+    ([-0.08, -0.5, -0.2], [0.01, 0.03, 0.02], 0),
+    # The steadiest draw passes only narrowly: the steadiest of the safe ones.
+    ([-0.5, -0.01, -0.2], [0.03, 0.001, 0.02], 2),
+    # None is safe: the one that misses least (or passes furthest).
+    ([0.2, 0.05, -0.02], [0.01, 0.02, 0.03], 2),
+    # Safe draws, but the face was never found three frames running: the furthest below.
+    ([-0.08, -0.2, -0.1], [np.inf, np.inf, np.inf], 1),
+])
+def test_choose_draws(worst: list[float], shaking: list[float], chosen: int) -> None:
+    assert list(choose_draws(np.array([worst]), np.array([shaking]))) == [chosen]
+
+
 @pytest.mark.parametrize("first_frames, chosen", [
-    # One frame: the draw furthest below the threshold, not the first that passes.
-    ([[-0.01, -0.05, -0.5, -0.3, -0.2, -0.4]], 2),
+    # Draws alike in steadiness (here: the same frames): the first safely below the threshold.
+    ([[-0.01, -0.08, -0.5, -0.3, -0.2, -0.4]], 1),
     # None passes: the one that misses least.
     ([[0.2, 0.05, 0.1, 0.3, 0.2, 0.4]], 1),
     # A draw is judged by its worst frame: draw 0 is far on one frame but close on the next.
     ([[-0.9, -0.3, -0.2, -0.1, -0.1, -0.1], [0.0, -0.3, -0.2, -0.1, -0.1, -0.1]], 1),
 ])
-def test_a_track_starts_from_the_draw_furthest_from_the_original_on_its_worst_frame(
+def test_a_track_draw_is_judged_on_its_worst_tried_frame(
         pipeline: Anonymizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         first_frames: list[list[float]], chosen: int) -> None:
     clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
     videos = VideoAnonymizer(using(pipeline, Recorder()))
     data = clip.read_bytes()
     tracks, _ = videos.track(data, clip.name)
-    assert len(tracks) == 1 and len(sample_frames(tracks[0])) > len(first_frames)
+    assert len(tracks) == 1 and len(tried_frames(tracks[0])) > len(first_frames)
     calls: list[list[int]] = []
 
-    def shortfall(images, faces, identities, attempts):  # type: ignore[no-untyped-def]
-        """``first_frames`` on the first sampled frames, an easy pass on the rest."""
+    def try_new_faces(images, faces, identities, attempts):  # type: ignore[no-untyped-def]
+        """``first_frames`` on the first tried frames, an easy pass on the rest; every draw
+        shows the frame as it is."""
         frame = len(calls)
         calls.append(list(attempts))
         values = first_frames[frame] if frame < len(first_frames) else [-1.0] * TRACK_DRAWS
-        return np.tile(values, (len(identities), 1))
+        return np.tile(values, (len(identities), 1)), [images] * len(attempts)
 
-    monkeypatch.setattr(videos.anonymizer, "shortfall_of_new_faces", shortfall)
+    monkeypatch.setattr(videos.anonymizer, "try_new_faces", try_new_faces)
     codes = videos.identity_codes(data, clip.name, tracks)
     assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [chosen]
-    assert calls == [list(range(TRACK_DRAWS))] * len(sample_frames(tracks[0]))
+    assert calls == [list(range(TRACK_DRAWS))] * len(tried_frames(tracks[0]))
+
+
+def test_a_track_starts_from_the_steadier_of_two_safe_draws(
+        pipeline: Anonymizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Draw 1 is further below the threshold, but its face shakes by 4 px from frame to frame
+    where draw 0's moves as the clip's does: the track starts from draw 0."""
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
+    videos = VideoAnonymizer(using(pipeline, Recorder()))
+    data = clip.read_bytes()
+    tracks, _ = videos.track(data, clip.name)
+    shifts = iter(range(100))
+
+    def try_new_faces(images, faces, identities, attempts):  # type: ignore[no-untyped-def]
+        shaken = {0: np.roll(images[0], 4 if next(shifts) % 2 else -4, axis=1)}
+        drawn = [images, shaken] + [images] * (len(attempts) - 2)
+        return np.tile([-0.08, -0.5] + [0.5] * (len(attempts) - 2), (len(identities), 1)), drawn
+
+    monkeypatch.setattr(videos.anonymizer, "try_new_faces", try_new_faces)
+    codes = videos.identity_codes(data, clip.name, tracks)
+    assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [0]
 
 
 def test_a_method_whose_retries_draw_no_other_face_starts_every_track_at_once(
@@ -489,7 +524,7 @@ def test_a_method_whose_retries_draw_no_other_face_starts_every_track_at_once(
     videos = VideoAnonymizer(using(pipeline, method))
     data = clip.read_bytes()
     tracks, _ = videos.track(data, clip.name)
-    monkeypatch.setattr(videos.anonymizer, "shortfall_of_new_faces",
+    monkeypatch.setattr(videos.anonymizer, "try_new_faces",
                         lambda *a: pytest.fail("no draw is tried"))
     codes = videos.identity_codes(data, clip.name, tracks)
     assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [0] * len(tracks)
@@ -572,9 +607,24 @@ def test_eval_finds_the_frames_left_visible(pipeline: Anonymizer, tmp_path: Path
     same, hid = figures["clips"]["clip.mkv"], figures["clips"]["anon.mkv"]
     assert "not a readable video" in figures["clips"]["damaged.mkv"]["error"]
     assert same["frames_left_visible"] == 10 and same["jitter_ratio"] == pytest.approx(1.0)
+    assert same["jitter_median_ratio"] == pytest.approx(1.0)
     assert same["identity_consistency"] == 1.0
     assert hid["visible_frames"] == [3] and hid["frames_per_second"] == 2.5
     assert figures["frames_left_visible"] == 11
+
+
+def test_eval_tells_a_jump_from_a_shiver(pipeline: Anonymizer, tmp_path: Path) -> None:
+    """One frame whose face jumps by 8 px lifts the mean jitter ratio; the ratio of medians
+    stays near 1, since the other frames move as the input does."""
+    frames = face_frames(16)
+    clip = write_clip(tmp_path / "clip.mkv", frames, audio=False)
+    jumped = [np.roll(rgb, 8, axis=0) if i == 8 else rgb for i, rgb in enumerate(frames)]
+    anon = write_clip(tmp_path / "anon.mkv", jumped, audio=False)
+    got = evaluate_clips([ClipPair("anon.mkv", clip, anon, {})], pipeline.detector,
+                         pipeline.recognizer, pipeline.recognizer.match_threshold
+                         )["clips"]["anon.mkv"]
+    assert got["jitter_ratio"] > 1.5
+    assert got["jitter_median_ratio"] == pytest.approx(1.0, abs=0.3)
 
 
 @pytest.mark.slow

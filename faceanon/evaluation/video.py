@@ -8,6 +8,8 @@
 - **landmark jitter**: the mean frame-to-frame acceleration of the five landmarks (second
   difference, in eye distances), found by the detector in the output and in the input over the
   same frames; a ratio above 1 means the pasted faces shiver more than the real ones moved.
+  The ratio of the medians beside it tells a steady shiver (both high) from the detector's
+  landmarks jumping between two places in some frames (the mean high, the median near 1).
 - **throughput**: frames per second, as the anonymizing run recorded it.
 
 Frames are paired by presentation time, so frames that ``--no-face skip`` left out are not
@@ -26,7 +28,7 @@ from faceanon import records, video
 from faceanon.detect import Detector
 from faceanon.errors import FaceanonError
 from faceanon.identity import Recognizer, cosine_similarity
-from faceanon.tracking import Detections, link, match_faces
+from faceanon.tracking import Detections, acceleration, link, match_faces
 
 Progress = Callable[[int, int], None]
 MAX_TRACK_FRAMES = 60  # frames per track whose virtual faces are compared pairwise
@@ -111,15 +113,12 @@ class ClipEvaluator:
                 seen.append(self._see(*frames))
         tracks = _track_rows(seen)
         visible = [i for i, s in enumerate(seen) if s.visible]
-        jitter_in, jitter_out = _jitter(seen, tracks)
         consistency, n_pairs = self._consistency(seen, tracks)
         return {"frames": len(seen), "frames_unpaired": unpaired,
                 "faces": int(sum(len(s.orig) for s in seen)), "tracks": len(tracks),
                 "frames_left_visible": len(visible), "visible_frames": visible,
                 "identity_consistency": consistency, "consistency_pairs": n_pairs,
-                "jitter_orig": jitter_in, "jitter_anon": jitter_out,
-                "jitter_ratio": (None if jitter_in is None or jitter_out is None or not jitter_in
-                                 else jitter_out / jitter_in),
+                **_jitter_figures(*_jitter(seen, tracks)),
                 "frames_per_second": (pair.record.get("video") or {}).get("frames_per_second")}
 
     def _consistency(self, seen: list[_Seen], tracks: list[list[tuple[int, int]]]
@@ -149,9 +148,9 @@ def _track_rows(seen: list[_Seen]) -> list[list[tuple[int, int]]]:
 
 
 def _jitter(seen: list[_Seen], tracks: list[list[tuple[int, int]]]
-            ) -> tuple[float | None, float | None]:
-    """Mean landmark acceleration (in eye distances per frame²) of the originals and of the
-    output over the same runs of three frames where both were detected."""
+            ) -> tuple[list[float], list[float]]:
+    """Landmark acceleration (in eye distances per frame²) of the originals and of the output,
+    one figure per run of three frames where both were detected."""
     orig, anon = [], []
     for rows in tracks:
         for (f0, k0), (f1, k1), (f2, k2) in zip(rows, rows[1:], rows[2:]):
@@ -159,12 +158,23 @@ def _jitter(seen: list[_Seen], tracks: list[list[tuple[int, int]]]
             if any(m is None for m in out):
                 continue
             src = [seen[f].orig.landmarks[k] for f, k in ((f0, k0), (f1, k1), (f2, k2))]
-            eyes = max(float(np.linalg.norm(src[1][1] - src[1][0])), 1.0)
-            orig.append(np.linalg.norm(src[0] - 2 * src[1] + src[2], axis=1).mean() / eyes)
-            anon.append(np.linalg.norm(out[0] - 2 * out[1] + out[2], axis=1).mean() / eyes)
+            eyes = float(np.linalg.norm(src[1][1] - src[1][0]))
+            orig.append(float(acceleration(np.stack(src), eyes)[0]))
+            anon.append(float(acceleration(np.stack(out), eyes)[0]))
+    return orig, anon
+
+
+def _jitter_figures(orig: list[float], anon: list[float]) -> dict[str, float | None]:
+    """The means of ``_jitter``'s figures and the ratios of their means and medians (output
+    over input); None where no three frames in a row were measured or the input never moved."""
     if not orig:
-        return None, None
-    return float(np.mean(orig)), float(np.mean(anon))
+        return dict.fromkeys(("jitter_orig", "jitter_anon", "jitter_ratio",
+                              "jitter_median_ratio"))
+    mean_in, mean_out = float(np.mean(orig)), float(np.mean(anon))
+    median_in, median_out = float(np.median(orig)), float(np.median(anon))
+    return {"jitter_orig": mean_in, "jitter_anon": mean_out,
+            "jitter_ratio": mean_out / mean_in if mean_in else None,
+            "jitter_median_ratio": median_out / median_in if median_in else None}
 
 
 def evaluate_clips(pairs: list[ClipPair], detector: Detector, recognizer: Recognizer,
@@ -205,6 +215,7 @@ def video_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  {name}: {c['frames']} frames, {c['tracks']} tracks; left visible "
                      f"{c['frames_left_visible']} {c['visible_frames'][:20]}; consistency "
                      f"{fmt(c['identity_consistency'], '.3f')} ({c['consistency_pairs']} pairs); "
-                     f"jitter ratio {fmt(c['jitter_ratio'], '.2f')}; "
+                     f"jitter ratio {fmt(c['jitter_ratio'], '.2f')} (median "
+                     f"{fmt(c['jitter_median_ratio'], '.2f')}); "
                      f"{fmt(c['frames_per_second'], '.2f')} frames/s")
     return lines

@@ -44,16 +44,17 @@ from faceanon.detect import Detector, detect_and_align
 from faceanon.evaluation.video import ClipPair, evaluate_clips
 from faceanon.generators import FaceGenerator
 from faceanon.models import create_model
+from video_bench import BENCH_KEY  # the same directory: run as a script
 
 LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
 
 
 def bench_keys(n: int) -> list[keys.Key]:
-    """The video benchmark's fixed key (``bytes(range(32))``) and ``n - 1`` more derived from it,
-    so runs compare across sessions."""
-    first = bytes(range(32))
-    return [keys.Key(first if i == 0 else hashlib.sha256(first + bytes([i])).digest(), 0)
-            for i in range(n)]
+    """The video benchmark's fixed key (``video_bench.BENCH_KEY``) and ``n - 1`` more derived
+    from it, so runs compare across sessions."""
+    more = [keys.Key(hashlib.sha256(BENCH_KEY.secret + bytes([i])).digest(), 0)
+            for i in range(1, n)]
+    return [BENCH_KEY, *more][:n]
 
 
 def stand_ins(lfw: Path, n: int, generator: FaceGenerator, resolution: int

@@ -8,8 +8,9 @@ from dataclasses import replace
 import numpy as np
 
 from faceanon.tracking import (BEST_FRAMES, MAX_GAP, SPREAD_FRAMES, STEADY_LENGTH, STEADY_RUNS,
-                               Detections, acceleration, best_frames, link, sample_frames,
-                               smooth_series, steady_runs, track_faces, tried_frames)
+                               Detections, Track, acceleration, best_frames, link,
+                               sample_frames, smooth_series, steady_runs, track_faces,
+                               tried_frames)
 
 
 def face(x: float, y: float = 100.0, side: float = 80.0, turn: float = 0.0) -> tuple:
@@ -92,11 +93,17 @@ def test_best_frames_are_large_frontal_detected_ones() -> None:
     assert list(best) == [12, 14, 16]
 
 
-def test_a_track_is_sampled_at_its_best_frames_and_evenly_over_it() -> None:
+def gliding_track(n: int) -> Track:
+    """One face detected in ``n`` frames, moving a pixel to the right in each."""
     frames = [Detections(np.array([[10.0 + t, 10, 60 + t, 70]]),
                          np.array([[[25.0 + t, 30], [45 + t, 30], [35 + t, 42], [27 + t, 55],
-                                    [43 + t, 55]]]), np.array([0.99])) for t in range(40)]
+                                    [43 + t, 55]]]), np.array([0.99])) for t in range(n)]
     track, = link(frames)
+    return track
+
+
+def test_a_track_is_sampled_at_its_best_frames_and_evenly_over_it() -> None:
+    track = gliding_track(40)
     sampled = sample_frames(track)
     assert set(best_frames(track)) <= set(sampled.tolist())
     assert sampled[0] == 0 and sampled[-1] == 39, "the ends are tried, where a head may turn"
@@ -107,10 +114,7 @@ def test_a_track_is_sampled_at_its_best_frames_and_evenly_over_it() -> None:
 
 
 def test_draws_are_watched_in_runs_of_consecutive_frames_spread_over_a_track() -> None:
-    frames = [Detections(np.array([[10.0 + t, 10, 60 + t, 70]]),
-                         np.array([[[25.0 + t, 30], [45 + t, 30], [35 + t, 42], [27 + t, 55],
-                                    [43 + t, 55]]]), np.array([0.99])) for t in range(40)]
-    track, = link(frames)
+    track = gliding_track(40)
     runs = steady_runs(track)
     assert len(runs) == STEADY_RUNS and runs[0][0] == 0 and runs[-1][-1] == 39
     assert all(len(r) == STEADY_LENGTH and np.all(np.diff(r) == 1) for r in runs)

@@ -23,8 +23,16 @@ The clip is read several times and written once, so no decoded frame is ever hel
    their features anew in every frame, and on two real clips the whole-clip landmark jitter of
    one track went from 2.39 to 0.88 (and 1.99 to 0.74, 2.41 to 0.87) between draws. A clip has
    a handful of tracks, so trying every draw on about 40 frames each costs little beside a
-   clip of minutes. Obfuscate's retries work on the same face longer instead of drawing
-   another (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
+   clip of minutes. Which draw is safest and steadiest depends on the clip, so a person seen
+   earlier in the run (a track of an earlier clip, or of this one, whose identity code the
+   pipeline's recognizer matches) keeps the draw they got then, where it is safe here and shakes
+   at most ``KEPT_SHAKING`` times as much as the steadiest safe draw: one person under one key
+   is then one virtual person in every clip of a run, as in every photo (by the evaluator, on
+   three real clips of two people, synchronism across clips went 0.005 → 0.505 under one key
+   and 0.52 → 1.00 under another). It is held in memory only: a run resumed after a kill, or
+   another run, chooses afresh. Obfuscate's
+   retries work on the same face longer instead of drawing another
+   (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
 4. for a method with a pose transfer (kfaar), each track's original landmarks, read on its
    aligned crop in every frame, are smoothed over time like the track's own (one more pass):
    read anew in each frame they shake by a pixel or two, and the pasted features with them;
@@ -75,6 +83,10 @@ TRACK_DRAWS = 6
 # stayed 0.026 to 0.12 below, it leaves out only the narrowest (the earlier rule of taking the
 # first draw that passed by 0.02 left many frames to the evaluator).
 SAFE_MARGIN = 0.03
+# How much more than the steadiest safe draw (``try_draws``' shaking) a person's draw from an
+# earlier clip of the run may shake and still be kept (step 3 of the module docstring): half as
+# much again, the margin the issue allows a clip's jitter over its input's.
+KEPT_SHAKING = 1.5
 
 
 @dataclass
@@ -86,6 +98,7 @@ class VideoReport:
     faces: int = 0             # faces replaced, counted once per frame they are in
     tracks: int = 0
     redrawn_tracks: int = 0    # tracks whose faces start from a retry's draw (see step 3)
+    kept_tracks: int = 0       # tracks that start from their person's draw in an earlier clip
     bridged_faces: int = 0     # of ``faces``: detector misses, placed from their track
     no_face_frames: int = 0    # frames that went by the no-face policy
     flagged_frames: int = 0    # frames with a face replaced again or given the fail-safe
@@ -114,11 +127,15 @@ class FrameFaces:
 
 
 class VideoAnonymizer:
-    """Anonymizes whole clips with an image ``Anonymizer``'s detector, method and checks."""
+    """Anonymizes whole clips with an image ``Anonymizer``'s detector, method and checks; one
+    per run, since it remembers the draw each person got (step 3 of the module docstring)."""
 
     def __init__(self, anonymizer: Anonymizer, progress: FrameProgress | None = None) -> None:
         self.anonymizer = anonymizer
         self.progress = progress or (lambda stage, done, total: None)
+        # The people drawn so far in this run, in memory only: each one's identity code and the
+        # draw their first track started from (step 3 of the module docstring).
+        self.people: list[tuple[np.ndarray, int]] = []
 
     def anonymize(self, clip: video.Clip, name: str) -> tuple[bytes | None, VideoReport]:
         """The encoded anonymized clip (None when the no-face policy left every frame out) and
@@ -128,9 +145,10 @@ class VideoAnonymizer:
         codes = self.identity_codes(clip, name, tracks)
         try:
             self.steady_poses(clip, name, tracks)
-            attempts = self.first_attempts(clip, name, tracks, codes)
+            attempts, kept = self.first_attempts(clip, name, tracks, codes)
             by_frame = faces_by_frame(tracks, codes, attempts)
-            report = VideoReport(tracks=len(tracks), redrawn_tracks=int((attempts > 0).sum()))
+            report = VideoReport(tracks=len(tracks), redrawn_tracks=int((attempts > 0).sum()),
+                                 kept_tracks=int(kept.sum()))
             encoded, stats = video.rewrite(clip, name, lambda i, rgb: self._frame(
                 rgb, by_frame.get(i), report, (i + 1, frames)))
         finally:
@@ -190,14 +208,34 @@ class VideoAnonymizer:
         return replacer.pose if isinstance(replacer, AlignedReplacer) else None
 
     def first_attempts(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
-                       ) -> np.ndarray:
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """(tracks,) the attempt each track's faces start from (step 3 of the module
-        docstring, ``choose_draws``). Zeros without a pass for a method that draws nothing
-        from identities (its attempts are all alike) or whose retries draw no other face."""
+        docstring), and (tracks,) whether it is the draw its person got earlier in the run.
+        Zeros without a pass for a method that draws nothing from identities (its attempts
+        are all alike) or whose retries draw no other face."""
         replacer = self.anonymizer.replacer
+        kept = np.zeros(len(tracks), bool)
         if not (replacer.draws_from_identity and replacer.retry_draws_another_face):
-            return np.zeros(len(tracks), int)
-        return choose_draws(*self.try_draws(clip, name, tracks, codes))
+            return np.zeros(len(tracks), int), kept
+        worst, shaking = self.try_draws(clip, name, tracks, codes)
+        attempts = choose_draws(worst, shaking)
+        for k, code in enumerate(codes):
+            earlier = self._earlier_draw(code)
+            if earlier is None:
+                self.people.append((code, int(attempts[k])))
+            elif keeps_earlier_draw(worst[k], shaking[k], int(attempts[k]), earlier):
+                attempts[k], kept[k] = earlier, True
+        return attempts, kept
+
+    def _earlier_draw(self, code: np.ndarray) -> int | None:
+        """The draw of the person drawn earlier in the run whom the pipeline's recognizer
+        takes ``code`` for (the most alike at its match threshold), or None."""
+        if not self.people:
+            return None
+        alike = np.array([float(code @ known) for known, _ in self.people])
+        best = int(alike.argmax())
+        return self.people[best][1] if alike[best] >= self.anonymizer.recognizer.match_threshold \
+            else None
 
     def try_draws(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -285,6 +323,15 @@ def choose_draws(worst: np.ndarray, shaking: np.ndarray) -> np.ndarray:
     safe = worst <= -SAFE_MARGIN
     steadiest = np.where(safe, shaking, np.inf).argmin(1)
     return np.where((safe & np.isfinite(shaking)).any(1), steadiest, worst.argmin(1))
+
+
+def keeps_earlier_draw(worst: np.ndarray, shaking: np.ndarray, chosen: int, earlier: int
+                       ) -> bool:
+    """Whether a track keeps the draw ``earlier`` its person got in an earlier clip rather than
+    ``chosen`` (by ``choose_draws`` on the track's own figures): where it stays ``SAFE_MARGIN``
+    below the threshold on every tried frame and shakes at most ``KEPT_SHAKING`` times as much."""
+    return bool(worst[earlier] <= -SAFE_MARGIN
+                and shaking[earlier] <= KEPT_SHAKING * shaking[chosen])
 
 
 def _triples(marks: list[np.ndarray | None]) -> Iterator[list[np.ndarray]]:

@@ -23,7 +23,8 @@ from clips import face_frames, probe, write_clip, write_tone
 from conftest import REPO
 from faceanon import datasets, keys, records, video
 from faceanon.anonymize import Anonymizer, build_anonymizer, run_anonymize
-from faceanon.anonymize_video import TRACK_DRAWS, VideoAnonymizer, choose_draws
+from faceanon.anonymize_video import (TRACK_DRAWS, VideoAnonymizer, choose_draws,
+                                      keeps_earlier_draw)
 from faceanon.cli import app
 from faceanon.errors import FaceanonError
 from faceanon.evaluation.video import ClipPair, evaluate_clips
@@ -491,7 +492,7 @@ def test_a_track_draw_is_judged_on_its_worst_tried_frame(
 
     monkeypatch.setattr(videos.anonymizer, "try_new_faces", try_new_faces)
     codes = videos.identity_codes(data, clip.name, tracks)
-    assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [chosen]
+    assert list(videos.first_attempts(data, clip.name, tracks, codes)[0]) == [chosen]
     assert calls == [list(range(TRACK_DRAWS))] * len(tried_frames(tracks[0]))
 
 
@@ -512,7 +513,49 @@ def test_a_track_starts_from_the_steadier_of_two_safe_draws(
 
     monkeypatch.setattr(videos.anonymizer, "try_new_faces", try_new_faces)
     codes = videos.identity_codes(data, clip.name, tracks)
-    assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [0]
+    assert list(videos.first_attempts(data, clip.name, tracks, codes)[0]) == [0]
+
+
+@pytest.mark.parametrize("worst, shaking, kept", [
+    # Safe, and shaking no more than half as much again as the chosen draw 0: kept.
+    ([-0.2, -0.04], [0.02, 0.03], True),
+    # Safe but shaking twice as much: not kept.
+    ([-0.2, -0.04], [0.02, 0.04], False),
+    # Steady but narrowly below the threshold: not kept.
+    ([-0.2, -0.02], [0.02, 0.01], False),
+])
+def test_keeps_earlier_draw(worst: list[float], shaking: list[float], kept: bool) -> None:
+    assert keeps_earlier_draw(np.array(worst), np.array(shaking), 0, 1) is kept
+
+
+def test_a_person_keeps_their_draw_from_an_earlier_clip_of_the_run(
+        pipeline: Anonymizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person seen earlier in the run starts from the draw they got then, where it is safe
+    here too, so they are one virtual person in every clip; where it is not, from the clip's
+    own choice. Someone else is drawn afresh."""
+    clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
+    videos = VideoAnonymizer(using(pipeline, Recorder()))
+    data = clip.read_bytes()
+    tracks, _ = videos.track(data, clip.name)
+    codes = videos.identity_codes(data, clip.name, tracks)
+    assert len(tracks) == 1
+
+    def first(safe: set[int], codes: np.ndarray = codes) -> tuple[list[int], list[bool]]:
+        """The track's first attempt and whether it was kept, where the draws ``safe`` pass
+        the post-check well and the others fail it; every draw shows the frame as it is, so
+        all are equally steady."""
+        def try_new_faces(images, faces, identities, attempts):  # type: ignore[no-untyped-def]
+            shortfall = [-0.1 if d in safe else 0.5 for d in attempts]
+            return np.tile(shortfall, (len(identities), 1)), [images] * len(attempts)
+
+        monkeypatch.setattr(videos.anonymizer, "try_new_faces", try_new_faces)
+        attempts, kept = videos.first_attempts(data, clip.name, tracks, codes)
+        return list(attempts), list(kept)
+
+    assert first({2, 4}) == ([2], [False])  # the first of the equally steady safe draws
+    assert first({0, 2}) == ([2], [True])   # alone, this clip would start from draw 0
+    assert first({0, 4}) == ([0], [False])  # draw 2 fails here
+    assert first({0, 2}, -codes) == ([0], [False])  # another person
 
 
 def test_a_method_whose_retries_draw_no_other_face_starts_every_track_at_once(
@@ -527,7 +570,7 @@ def test_a_method_whose_retries_draw_no_other_face_starts_every_track_at_once(
     monkeypatch.setattr(videos.anonymizer, "try_new_faces",
                         lambda *a: pytest.fail("no draw is tried"))
     codes = videos.identity_codes(data, clip.name, tracks)
-    assert list(videos.first_attempts(data, clip.name, tracks, codes)) == [0] * len(tracks)
+    assert list(videos.first_attempts(data, clip.name, tracks, codes)[0]) == [0] * len(tracks)
 
 
 def test_a_face_that_cannot_be_replaced_is_obscured(pipeline: Anonymizer,
@@ -611,6 +654,34 @@ def test_eval_finds_the_frames_left_visible(pipeline: Anonymizer, tmp_path: Path
     assert same["identity_consistency"] == 1.0
     assert hid["visible_frames"] == [3] and hid["frames_per_second"] == 2.5
     assert figures["frames_left_visible"] == 11
+
+
+def test_eval_measures_synchronism_across_clips(pipeline: Anonymizer, tmp_path: Path) -> None:
+    """Two clips of one person: kept as they are, the person is the same in both (1.0); with
+    the face scrambled in one of them, no frame pair across the clips matches any more."""
+    first = write_clip(tmp_path / "first.mkv", face_frames(6), audio=False)
+    frames = face_frames(12, face=130, grow=0.1)
+    second = write_clip(tmp_path / "second.mkv", frames, audio=False)
+    rng = np.random.default_rng(0)
+    scrambled = []
+    for rgb in frames:
+        x1, y1, x2, y2 = pipeline.detector(rgb)[0].box.astype(int)
+        rgb = rgb.copy()
+        patch = rgb[y1:y2, x1:x2].reshape(-1, 3)
+        rgb[y1:y2, x1:x2] = patch[rng.permutation(len(patch))].reshape(y2 - y1, x2 - x1, 3)
+        scrambled.append(rgb)
+    hidden = write_clip(tmp_path / "hidden.mkv", scrambled, audio=False)
+
+    def across(anon_second: Path) -> dict:
+        return evaluate_clips([ClipPair("first.mkv", first, first, {}),
+                               ClipPair("second.mkv", second, anon_second, {})],
+                              pipeline.detector, pipeline.recognizer,
+                              pipeline.recognizer.match_threshold)["across_clips"]
+
+    kept = across(second)
+    assert kept["same_person_track_pairs"] == 1 and kept["synchronism"] == 1.0
+    assert kept["synchronism_frame_pairs"] == 6 * 12 and kept["other_person_track_pairs"] == 0
+    assert across(hidden)["synchronism"] == 0.0
 
 
 def test_eval_tells_a_jump_from_a_shiver(pipeline: Anonymizer, tmp_path: Path) -> None:

@@ -11,6 +11,10 @@
   The ratio of the medians beside it tells a steady shiver (both high) from the detector's
   landmarks jumping between two places in some frames (the mean high, the median near 1).
 - **throughput**: frames per second, as the anonymizing run recorded it.
+- **synchronism across clips** (of a folder): where the evaluator takes tracks in two clips for
+  one person, the share of their frame pairs whose virtual faces match too — a person is one
+  virtual person in every clip under one key, as in every photo; and where it takes them for
+  two people, the share that match all the same.
 
 Frames are paired by presentation time, so frames that ``--no-face skip`` left out are not
 paired (and are counted).
@@ -18,6 +22,7 @@ paired (and are counted).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -42,6 +47,16 @@ class ClipPair:
     orig: Path
     anon: Path
     record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrackFaces:
+    """One track of an original clip as the evaluator saw it: (D,) the original face's unit
+    mean embedding and (n, D) the virtual faces' embeddings at frames spread over it. Held only
+    while the clips are measured: embeddings of real faces are not written to the report."""
+
+    orig: np.ndarray
+    anon: np.ndarray
 
 
 @dataclass
@@ -101,7 +116,8 @@ class ClipEvaluator:
         visible = np.flatnonzero(cosine_similarity(emb_o, emb_a) >= self.threshold)
         return _Seen(dets, marks, emb_o, emb_a, [int(k) for k in visible])
 
-    def evaluate(self, pair: ClipPair) -> dict[str, Any]:
+    def evaluate(self, pair: ClipPair) -> tuple[list[TrackFaces], dict[str, Any]]:
+        """The clip's tracks as the evaluator saw them, and its figures."""
         seen: list[_Seen] = []
         unpaired = 0
         for frames in _paired_frames(pair):
@@ -113,25 +129,62 @@ class ClipEvaluator:
                 seen.append(self._see(*frames))
         tracks = _track_rows(seen)
         visible = [i for i, s in enumerate(seen) if s.visible]
-        consistency, n_pairs = self._consistency(seen, tracks)
-        return {"frames": len(seen), "frames_unpaired": unpaired,
+        faces = _track_faces(seen, tracks)
+        consistency, n_pairs = self._consistency(faces)
+        return faces, {"frames": len(seen), "frames_unpaired": unpaired,
                 "faces": int(sum(len(s.orig) for s in seen)), "tracks": len(tracks),
                 "frames_left_visible": len(visible), "visible_frames": visible,
                 "identity_consistency": consistency, "consistency_pairs": n_pairs,
                 **_jitter_figures(*_jitter(seen, tracks)),
                 "frames_per_second": (pair.record.get("video") or {}).get("frames_per_second")}
 
-    def _consistency(self, seen: list[_Seen], tracks: list[list[tuple[int, int]]]
-                     ) -> tuple[float | None, int]:
+    def _consistency(self, faces: list[TrackFaces]) -> tuple[float | None, int]:
         """Share of frame pairs within a track whose virtual faces match each other."""
         matched = total = 0
-        for rows in tracks:
-            pick = np.linspace(0, len(rows) - 1, min(len(rows), MAX_TRACK_FRAMES)).astype(int)
-            emb = np.stack([seen[rows[p][0]].emb_anon[rows[p][1]] for p in pick])
-            a, b = np.triu_indices(len(emb), 1)
-            matched += int((cosine_similarity(emb[a], emb[b]) >= self.threshold).sum())
+        for track in faces:
+            a, b = np.triu_indices(len(track.anon), 1)
+            matched += int((cosine_similarity(track.anon[a], track.anon[b])
+                            >= self.threshold).sum())
             total += len(a)
         return (matched / total if total else None), total
+
+    def across_clips(self, clips: list[list[TrackFaces]]) -> dict[str, Any]:
+        """Synchronism across clips: over pairs of tracks in different clips whose originals
+        the evaluator takes for one person (their mean embeddings match), the share of frame
+        pairs whose virtual faces match as well; and over pairs it takes for two people, the
+        share whose virtual faces match all the same (two people made one)."""
+        counts = {True: [0, 0, 0], False: [0, 0, 0]}  # track pairs, frame pairs, matched
+        for (i, one), (j, other) in itertools.combinations(
+                [(i, t) for i, tracks in enumerate(clips) for t in tracks], 2):
+            if i == j:
+                continue
+            same = bool(cosine_similarity(one.orig[None], other.orig[None])[0]
+                        >= self.threshold)
+            a, b = np.meshgrid(np.arange(len(one.anon)), np.arange(len(other.anon)))
+            sims = cosine_similarity(one.anon[a.ravel()], other.anon[b.ravel()])
+            got = counts[same]
+            got[0], got[1] = got[0] + 1, got[1] + len(sims)
+            got[2] += int((sims >= self.threshold).sum())
+
+        def share(got: list[int]) -> float | None:
+            return got[2] / got[1] if got[1] else None
+        return {"same_person_track_pairs": counts[True][0], "synchronism": share(counts[True]),
+                "synchronism_frame_pairs": counts[True][1],
+                "other_person_track_pairs": counts[False][0],
+                "other_person_matched": share(counts[False])}
+
+def _track_faces(seen: list[_Seen], tracks: list[list[tuple[int, int]]]) -> list[TrackFaces]:
+    """Each track's original as one unit mean embedding, and its virtual faces at up to
+    ``MAX_TRACK_FRAMES`` frames spread over it."""
+    faces = []
+    for rows in tracks:
+        orig = np.stack([seen[f].emb_orig[k] for f, k in rows])
+        orig = orig / np.maximum(np.linalg.norm(orig, axis=1, keepdims=True), 1e-12)
+        mean = orig.mean(0)
+        pick = np.linspace(0, len(rows) - 1, min(len(rows), MAX_TRACK_FRAMES)).astype(int)
+        faces.append(TrackFaces(mean / max(float(np.linalg.norm(mean)), 1e-12),
+                                np.stack([seen[rows[p][0]].emb_anon[rows[p][1]] for p in pick])))
+    return faces
 
 
 def _track_rows(seen: list[_Seen]) -> list[list[tuple[int, int]]]:
@@ -183,9 +236,11 @@ def evaluate_clips(pairs: list[ClipPair], detector: Detector, recognizer: Recogn
     after anonymizing) gets ``{"error": reason}`` and counts in no total."""
     evaluator = ClipEvaluator(detector, recognizer, threshold)
     clips: dict[str, Any] = {}
+    tracks: list[list[TrackFaces]] = []
     for n, pair in enumerate(pairs):
         try:
-            clips[pair.name] = evaluator.evaluate(pair)
+            faces, clips[pair.name] = evaluator.evaluate(pair)
+            tracks.append(faces)
         except FaceanonError as e:
             clips[pair.name] = {"error": e.reason}
         if progress:
@@ -194,7 +249,8 @@ def evaluate_clips(pairs: list[ClipPair], detector: Detector, recognizer: Recogn
     frames = sum(c["frames"] for c in measured)
     visible = sum(c["frames_left_visible"] for c in measured)
     return {"recognizer": {"name": recognizer.name, "threshold": threshold},
-            "clips": clips, "frames": frames, "frames_left_visible": visible}
+            "clips": clips, "frames": frames, "frames_left_visible": visible,
+            "across_clips": evaluator.across_clips(tracks)}
 
 
 def video_lines(report: dict[str, Any]) -> list[str]:
@@ -218,4 +274,10 @@ def video_lines(report: dict[str, Any]) -> list[str]:
                      f"jitter ratio {fmt(c['jitter_ratio'], '.2f')} (median "
                      f"{fmt(c['jitter_median_ratio'], '.2f')}); "
                      f"{fmt(c['frames_per_second'], '.2f')} frames/s")
+    across = videos["across_clips"]
+    if across["same_person_track_pairs"] or across["other_person_track_pairs"]:
+        lines.append(f"  across clips: synchronism {fmt(across['synchronism'], '.3f')} over "
+                     f"{across['same_person_track_pairs']} pairs of one person's tracks; other "
+                     f"people's tracks matched {fmt(across['other_person_matched'], '.3f')} "
+                     f"({across['other_person_track_pairs']} pairs)")
     return lines

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from faceanon import datasets
+from faceanon import datasets, records
 from faceanon.arrays import ArraySource
 from faceanon.composite import (DEFAULT_NO_FACE_POLICY, NO_FACE_POLICIES, NoFacePolicy,
                                 apply_no_face_policy)
@@ -336,4 +336,5 @@ def run_anonymize(source: str | Path | datasets.Source, out: str | Path, anonymi
               {**anonymizer.settings, "names": names_setting}, names)
     from faceanon.anonymize_video import media_step  # it builds on this module
 
-    return job, job.run_batches(media_step(anonymizer, clip_progress), batch_size, progress)
+    step = media_step(anonymizer, clip_progress, records.private_dir(job.out) / records.PEOPLE)
+    return job, job.run_batches(step, batch_size, progress)

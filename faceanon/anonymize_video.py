@@ -29,8 +29,9 @@ The clip is read several times and written once, so no decoded frame is ever hel
    at most ``KEPT_SHAKING`` times as much as the steadiest safe draw: one person under one key
    is then one virtual person in every clip of a run, as in every photo (by the evaluator, on
    three real clips of two people, synchronism across clips went 0.005 → 0.505 under one key
-   and 0.52 → 1.00 under another). It is held in memory only: a run resumed after a kill, or
-   another run, chooses afresh. Obfuscate's
+   and 0.52 → 1.00 under another). The run's private record keeps them sealed under the key
+   (``faceanon.people``), so a run resumed after a kill draws them alike; a separate run
+   chooses afresh. Obfuscate's
    retries work on the same face longer instead of drawing another
    (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
 4. for a method with a pose transfer (kfaar), each track's original landmarks, read on its
@@ -50,6 +51,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
@@ -63,6 +65,7 @@ from faceanon.detect import Face
 from faceanon.errors import FaceanonError
 from faceanon.methods.aligned import AlignedReplacer
 from faceanon.memo import content_key
+from faceanon.people import People
 from faceanon.tracking import (Detections, Track, acceleration, best_frames, smooth_series,
                                steady_runs, track_faces, tried_frames)
 
@@ -130,12 +133,13 @@ class VideoAnonymizer:
     """Anonymizes whole clips with an image ``Anonymizer``'s detector, method and checks; one
     per run, since it remembers the draw each person got (step 3 of the module docstring)."""
 
-    def __init__(self, anonymizer: Anonymizer, progress: FrameProgress | None = None) -> None:
+    def __init__(self, anonymizer: Anonymizer, progress: FrameProgress | None = None,
+                 people: People | None = None) -> None:
         self.anonymizer = anonymizer
         self.progress = progress or (lambda stage, done, total: None)
-        # The people drawn so far in this run, in memory only: each one's identity code and the
-        # draw their first track started from (step 3 of the module docstring).
-        self.people: list[tuple[np.ndarray, int]] = []
+        # The people drawn so far in this run (step 3 of the module docstring); in memory only
+        # unless the run keeps them in its private record.
+        self.people = people if people is not None else People()
 
     def anonymize(self, clip: video.Clip, name: str) -> tuple[bytes | None, VideoReport]:
         """The encoded anonymized clip (None when the no-face policy left every frame out) and
@@ -220,22 +224,12 @@ class VideoAnonymizer:
         worst, shaking = self.try_draws(clip, name, tracks, codes)
         attempts = choose_draws(worst, shaking)
         for k, code in enumerate(codes):
-            earlier = self._earlier_draw(code)
+            earlier = self.people.find(code, self.anonymizer.recognizer.match_threshold)
             if earlier is None:
-                self.people.append((code, int(attempts[k])))
+                self.people.add(code, int(attempts[k]))
             elif keeps_earlier_draw(worst[k], shaking[k], int(attempts[k]), earlier):
                 attempts[k], kept[k] = earlier, True
         return attempts, kept
-
-    def _earlier_draw(self, code: np.ndarray) -> int | None:
-        """The draw of the person drawn earlier in the run whom the pipeline's recognizer
-        takes ``code`` for (the most alike at its match threshold), or None."""
-        if not self.people:
-            return None
-        alike = np.array([float(code @ known) for known, _ in self.people])
-        best = int(alike.argmax())
-        return self.people[best][1] if alike[best] >= self.anonymizer.recognizer.match_threshold \
-            else None
 
     def try_draws(self, clip: video.Clip, name: str, tracks: list[Track], codes: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -386,11 +380,13 @@ def track_face(track: Track, t: int) -> Face:
     return Face(track.boxes[t], float(track.scores[t]), track.landmarks[t])
 
 
-def media_step(anonymizer: Anonymizer, progress: FrameProgress | None = None) -> Step:
+def media_step(anonymizer: Anonymizer, progress: FrameProgress | None = None,
+               people: Path | None = None) -> Step:
     """The dataset job's step for inputs that mix images and videos: images in batches as
     ever, each video whole (``progress`` follows its frames); a video that fails is one failed
-    entry with its reason."""
-    videos = VideoAnonymizer(anonymizer, progress)
+    entry with its reason. ``people`` is where the run keeps the people its clips drew, sealed
+    under its key (``faceanon.people``), so that a resumed run draws them alike."""
+    videos = VideoAnonymizer(anonymizer, progress, People(anonymizer.key, people))
 
     def step(entries: list[Entry]) -> list[Result]:
         images = iter(anonymizer.step([e for e in entries if not video.is_video_name(e.relpath)]))

@@ -46,7 +46,8 @@ UNCHANGED_BLOCK_DIFF = 6.0
 # on the tests' synthetic clip, a blurred face by far more.
 UNCHANGED_CLIP_BLOCK_DIFF = 9.0
 # File names of private records, in this layout or the one before it (OUT.h5.run.json, ...).
-_RECORD_ENDINGS = (records.MANIFEST, records.RUN, records.NAMES, records.PRIVATE_SUFFIX, ".staging")
+_RECORD_ENDINGS = (records.MANIFEST, records.RUN, records.NAMES, records.PEOPLE,
+                   records.PRIVATE_SUFFIX, ".staging")
 _ARCHIVE_PARTS = {"names", "images", "labels", "payloads"}
 _ARCHIVE_ATTRS = {"faceanon_format", "format_version", "created_by"}
 _SEPARATORS = re.compile(r"[\s_\-.]+")

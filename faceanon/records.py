@@ -21,6 +21,7 @@ from faceanon.fsutil import atomic_write_text
 
 PRIVATE_SUFFIX = ".private"
 MANIFEST, RUN, NAMES = "manifest.jsonl", "run.json", "names.json"
+PEOPLE = "people.sealed"  # a video run's people, sealed (faceanon.people)
 PRIVATE_MODE, FILE_MODE = 0o700, 0o600
 
 # Manifest statuses. ``failed`` entries are retried on resume; the others are final.

@@ -28,6 +28,7 @@ from faceanon.anonymize_video import (TRACK_DRAWS, VideoAnonymizer, choose_draws
 from faceanon.cli import app
 from faceanon.errors import FaceanonError
 from faceanon.evaluation.video import ClipPair, evaluate_clips
+from faceanon.people import People
 from faceanon.methods.aligned import AlignedReplacer
 from faceanon.methods.base import FaceReplacer
 from faceanon.tracking import best_frames, smooth_series, tried_frames
@@ -532,15 +533,18 @@ def test_a_person_keeps_their_draw_from_an_earlier_clip_of_the_run(
         pipeline: Anonymizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A person seen earlier in the run starts from the draw they got then, where it is safe
     here too, so they are one virtual person in every clip; where it is not, from the clip's
-    own choice. Someone else is drawn afresh."""
+    own choice. Someone else is drawn afresh. A resumed run reads the people back from the
+    sealed record."""
     clip = write_clip(tmp_path / "clip.mp4", face_frames(8), audio=False)
-    videos = VideoAnonymizer(using(pipeline, Recorder()))
+    key, sealed = keys.Key(bytes(range(32)), 0), tmp_path / "people.sealed"
+    videos = VideoAnonymizer(using(pipeline, Recorder()), people=People(key, sealed))
     data = clip.read_bytes()
     tracks, _ = videos.track(data, clip.name)
     codes = videos.identity_codes(data, clip.name, tracks)
     assert len(tracks) == 1
 
-    def first(safe: set[int], codes: np.ndarray = codes) -> tuple[list[int], list[bool]]:
+    def first(safe: set[int], codes: np.ndarray = codes, run: VideoAnonymizer = videos
+              ) -> tuple[list[int], list[bool]]:
         """The track's first attempt and whether it was kept, where the draws ``safe`` pass
         the post-check well and the others fail it; every draw shows the frame as it is, so
         all are equally steady."""
@@ -548,14 +552,33 @@ def test_a_person_keeps_their_draw_from_an_earlier_clip_of_the_run(
             shortfall = [-0.1 if d in safe else 0.5 for d in attempts]
             return np.tile(shortfall, (len(identities), 1)), [images] * len(attempts)
 
-        monkeypatch.setattr(videos.anonymizer, "try_new_faces", try_new_faces)
-        attempts, kept = videos.first_attempts(data, clip.name, tracks, codes)
+        monkeypatch.setattr(run.anonymizer, "try_new_faces", try_new_faces)
+        attempts, kept = run.first_attempts(data, clip.name, tracks, codes)
         return list(attempts), list(kept)
 
     assert first({2, 4}) == ([2], [False])  # the first of the equally steady safe draws
     assert first({0, 2}) == ([2], [True])   # alone, this clip would start from draw 0
     assert first({0, 4}) == ([0], [False])  # draw 2 fails here
     assert first({0, 2}, -codes) == ([0], [False])  # another person
+    resumed = VideoAnonymizer(using(pipeline, Recorder()), people=People(key, sealed))
+    assert first({0, 2}, run=resumed) == ([2], [True])
+    assert first({0, 2}, -codes, resumed) == ([0], [True])  # the other person, found too
+
+
+def test_the_people_of_a_run_are_sealed_under_its_key(tmp_path: Path) -> None:
+    """Identity codes are templates of real faces: never in the clear on disk, and a run
+    resumed with another key cannot read them."""
+    code = np.random.default_rng(0).normal(size=128)
+    code /= np.linalg.norm(code)
+    key, sealed = keys.Key(bytes(range(32)), 0), tmp_path / "people.sealed"
+    People(key, sealed).add(code, 3)
+    raw = sealed.read_bytes()
+    assert code.tobytes()[:16] not in raw and code.astype(np.float32).tobytes()[:16] not in raw
+    assert sealed.stat().st_mode & 0o777 == 0o600
+    assert People(key, sealed).find(code, 0.9) == 3
+    assert People(key, sealed).find(-code, 0.9) is None
+    with pytest.raises(FaceanonError, match="cannot be opened with this key"):
+        People(keys.Key(bytes(32), 0), sealed)
 
 
 def test_a_method_whose_retries_draw_no_other_face_starts_every_track_at_once(

@@ -31,9 +31,8 @@ The clip is read several times and written once, so no decoded frame is ever hel
    three real clips of two people, synchronism across clips went 0.005 → 0.505 under one key
    and 0.52 → 1.00 under another). The run's private record keeps them sealed under the key
    (``faceanon.people``), so a run resumed after a kill draws them alike; a separate run
-   chooses afresh. Obfuscate's
-   retries work on the same face longer instead of drawing another
-   (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
+   chooses afresh. Obfuscate's retries work on the same face longer instead of drawing
+   another (``FaceReplacer.retry_draws_another_face``), so its tracks start at attempt 0;
 4. for a method with a pose transfer (kfaar), each track's original landmarks, read on its
    aligned crop in every frame, are smoothed over time like the track's own (one more pass):
    read anew in each frame they shake by a pixel or two, and the pasted features with them;

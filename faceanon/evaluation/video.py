@@ -154,17 +154,15 @@ class ClipEvaluator:
         pairs whose virtual faces match as well; and over pairs it takes for two people, the
         share whose virtual faces match all the same (two people made one)."""
         counts = {True: [0, 0, 0], False: [0, 0, 0]}  # track pairs, frame pairs, matched
-        for (i, one), (j, other) in itertools.combinations(
-                [(i, t) for i, tracks in enumerate(clips) for t in tracks], 2):
-            if i == j:
-                continue
-            same = bool(cosine_similarity(one.orig[None], other.orig[None])[0]
-                        >= self.threshold)
-            a, b = np.meshgrid(np.arange(len(one.anon)), np.arange(len(other.anon)))
-            sims = cosine_similarity(one.anon[a.ravel()], other.anon[b.ravel()])
-            got = counts[same]
-            got[0], got[1] = got[0] + 1, got[1] + len(sims)
-            got[2] += int((sims >= self.threshold).sum())
+        for first, second in itertools.combinations(clips, 2):
+            for one, other in itertools.product(first, second):
+                same = bool(cosine_similarity(one.orig[None], other.orig[None])[0]
+                            >= self.threshold)
+                a, b = np.meshgrid(np.arange(len(one.anon)), np.arange(len(other.anon)))
+                sims = cosine_similarity(one.anon[a.ravel()], other.anon[b.ravel()])
+                got = counts[same]
+                got[0], got[1] = got[0] + 1, got[1] + len(sims)
+                got[2] += int((sims >= self.threshold).sum())
 
         def share(got: list[int]) -> float | None:
             return got[2] / got[1] if got[1] else None
@@ -172,6 +170,7 @@ class ClipEvaluator:
                 "synchronism_frame_pairs": counts[True][1],
                 "other_person_track_pairs": counts[False][0],
                 "other_person_matched": share(counts[False])}
+
 
 def _track_faces(seen: list[_Seen], tracks: list[list[tuple[int, int]]]) -> list[TrackFaces]:
     """Each track's original as one unit mean embedding, and its virtual faces at up to
